@@ -1,0 +1,109 @@
+"""The `robolearn` command: each subcommand is a hydra app over the configs in `configs/`.
+
+    robolearn collect [key=value ...]          run the scripted expert, write a zarr dataset
+    robolearn dataset info PATH [key=value ...] describe a replay buffer
+
+Hydra overrides follow the subcommand, e.g. `robolearn collect n_episodes=50 seed=1`;
+`robolearn <subcommand> --help` shows the config, `--cfg job` prints it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import robolearn
+from robolearn.datasets.replay_buffer import DatasetError
+from robolearn.errors import UserError
+
+USAGE = """usage: robolearn <command> [hydra overrides ...]
+
+commands:
+  collect               run the scripted Lift expert and write a zarr demonstration dataset
+  dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
+
+Examples:
+  robolearn collect                      # the default dataset: 200 expert episodes
+  robolearn collect n_episodes=20 output=data/small.zarr
+  robolearn dataset info data/lift_expert.zarr
+"""
+
+
+def config_dir() -> Path:
+    """The hydra config folder: inside the installed wheel, else the source checkout's `configs/`."""
+    package = Path(robolearn.__file__).resolve().parent
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "collect.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package}")
+
+
+#: Errors that describe bad input (a path, a dataset, an option): printed as one line, exit code 2.
+USER_ERRORS = (UserError, DatasetError, FileNotFoundError, FileExistsError)
+
+
+def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], object], args: list[str]) -> None:
+    """Run `task` as a hydra app with `args` as its command line (overrides and hydra flags).
+
+    Raises:
+        SystemExit(2): the task raised one of `USER_ERRORS` (its message is printed first).
+    """
+
+    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base=None)
+    def app(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except USER_ERRORS as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    saved = sys.argv
+    sys.argv = [prog, *args]
+    try:
+        app()
+    finally:
+        sys.argv = saved
+
+
+def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
+    from robolearn.collect import collect
+    from robolearn.datasets.info import dataset_info
+
+    return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    commands = _commands()
+    name = argv[0]
+    rest = argv[1:]
+    if name == "dataset":
+        if not rest or rest[0] not in ("info",):
+            print("usage: robolearn dataset info PATH [overrides]", file=sys.stderr)
+            return 2
+        name, rest = "dataset info", rest[1:]
+        # `robolearn dataset info PATH` is shorthand for the override `path=PATH`.
+        if rest and "=" not in rest[0] and not rest[0].startswith("-"):
+            rest = [f"path={_quote_override(rest[0])}", *rest[1:]]
+    if name not in commands:
+        print(f"robolearn: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    config_name, task = commands[name]
+    run_hydra_app(f"robolearn {name}", config_name, task, rest)
+    return 0
+
+
+def _quote_override(value: str) -> str:
+    """Quote a path for a hydra override so characters like '=' or ',' survive."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Datasets: the episode-indexed zarr replay buffer, window sampling, normalization."""
+
+from robolearn.datasets.dataset import SequenceDataset
+from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.sampler import SequenceSampler, episode_split
+
+__all__ = ["DatasetError", "LinearNormalizer", "ReplayBuffer", "SequenceDataset", "SequenceSampler",
+           "episode_split"]

@@ -1,0 +1,107 @@
+"""A torch Dataset of Diffusion Policy training windows over a zarr replay buffer."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.sampler import SequenceSampler, episode_split
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Windows of (observation history, action horizon) for training a chunked policy.
+
+    The chosen keys of the buffer are loaded into memory once. Item i is::
+
+        {"obs": {key: float32 tensor (n_obs_steps, D_key)},
+         "action": float32 tensor (horizon, D_action)}
+
+    where obs step n_obs_steps-1 is the "current" step and action[n_obs_steps-1] is the
+    first action to execute at it (the reference Diffusion Policy convention).
+    Padding: pad_before = n_obs_steps - 1, pad_after = n_action_steps - 1, edge-replicated.
+
+    Args:
+        buffer: a `ReplayBuffer` or a path to one.
+        obs_keys: observation keys under `data/`.
+        action_key: the action key under `data/`.
+        horizon, n_obs_steps, n_action_steps: window sizes (steps).
+        val_ratio, seed: episode-level validation split (`episode_split`).
+        split: "train" or "val".
+        max_train_episodes: optionally keep a seeded random subset of training episodes.
+
+    Raises:
+        FileNotFoundError, DatasetError: as `ReplayBuffer.open` / `ReplayBuffer.load`, and
+            if the buffer has no episodes or no windows for the split.
+        ValueError: inconsistent window sizes.
+    """
+
+    def __init__(self, buffer: ReplayBuffer | str | os.PathLike, obs_keys, action_key: str = "action",
+                 horizon: int = 16, n_obs_steps: int = 2, n_action_steps: int = 8, val_ratio: float = 0.1,
+                 seed: int = 0, split: str = "train", max_train_episodes: int | None = None):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if not 1 <= n_obs_steps <= horizon or not 1 <= n_action_steps <= horizon - n_obs_steps + 1:
+            raise ValueError(f"need 1 <= n_obs_steps <= horizon and 1 <= n_action_steps <= "
+                             f"horizon - n_obs_steps + 1; got horizon={horizon}, n_obs_steps={n_obs_steps}, "
+                             f"n_action_steps={n_action_steps}")
+        if not isinstance(buffer, ReplayBuffer):
+            buffer = ReplayBuffer.open(buffer)
+        if buffer.n_episodes == 0:
+            raise DatasetError(f"{buffer.path} has no episodes")
+        self.obs_keys = list(obs_keys)
+        self.action_key = action_key
+        self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
+        self.data = buffer.load([*self.obs_keys, action_key])
+        self.data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in self.data.items()}
+        self.episode_ends = buffer.episode_ends
+        self.path = buffer.path
+        train_mask, val_mask = episode_split(buffer.n_episodes, val_ratio, seed)
+        if max_train_episodes is not None and train_mask.sum() > max_train_episodes:
+            keep = np.random.default_rng(seed).choice(np.flatnonzero(train_mask), max_train_episodes, replace=False)
+            train_mask = np.zeros_like(train_mask)
+            train_mask[keep] = True
+        self.train_mask, self.val_mask = train_mask, val_mask
+        self.split = split
+        self.sampler = self._make_sampler(train_mask if split == "train" else val_mask)
+
+    def _make_sampler(self, episode_mask: np.ndarray) -> SequenceSampler:
+        return SequenceSampler(
+            self.data, self.episode_ends, sequence_length=self.horizon, pad_before=self.n_obs_steps - 1,
+            pad_after=self.n_action_steps - 1, episode_mask=episode_mask,
+            key_first_k={k: self.n_obs_steps for k in self.obs_keys})
+
+    @property
+    def obs_dims(self) -> dict[str, int]:
+        """Per-key observation dimension D_key."""
+        return {k: self.data[k].shape[1] for k in self.obs_keys}
+
+    @property
+    def action_dim(self) -> int:
+        return self.data[self.action_key].shape[1]
+
+    def validation(self) -> SequenceDataset:
+        """The validation windows over the same in-memory data (no reload)."""
+        val = object.__new__(SequenceDataset)
+        val.__dict__.update(self.__dict__)
+        val.split = "val"
+        val.sampler = self._make_sampler(self.val_mask)
+        return val
+
+    def fit_normalizer(self) -> LinearNormalizer:
+        """Fit min/max normalization on the training episodes only (obs keys and action)."""
+        ends = self.episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        rows = np.concatenate([np.arange(s, e) for s, e, m in zip(starts, ends, self.train_mask) if m])
+        return LinearNormalizer.fit({k: v[rows] for k, v in self.data.items()})
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, i: int) -> dict:
+        window = self.sampler[i]
+        return {"obs": {k: torch.from_numpy(window[k]) for k in self.obs_keys},
+                "action": torch.from_numpy(window[self.action_key])}

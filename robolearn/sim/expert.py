@@ -1,0 +1,133 @@
+"""Scripted expert for `robolearn/Lift-v0`: approach, descend, grasp, lift, planned with IK.
+
+The expert reads only the observation (joint positions and cube pose), so it can drive
+the simulation, a `MujocoRobot` or any other source of the same observation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robolearn.sim.arm import ARM_JOINT_NAMES, load_model
+from robolearn.sim.ik import DampedLeastSquaresIK
+
+GRIPPER_OPEN = 0.7  # rad
+GRIPPER_CLOSED = -0.15  # rad; beyond contact, so the servo squeezes at its force limit
+ROLL_LIMIT = 2.6  # rad; grasp yaws needing more wrist roll than this are not offered
+
+
+def _quat_z(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+
+_QUAT_Y_PI = np.array([0.0, 0.0, 1.0, 0.0])  # rotation by pi about y: gripper pointing down
+
+
+def cube_yaw(quat: np.ndarray) -> float:
+    """Yaw (rad) of the cube's local x axis in the world xy plane, from a (w, x, y, z) quaternion."""
+    w, x, y, z = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def wrap_angle(a: float) -> float:
+    """Wrap an angle to [-pi, pi) rad."""
+    return float((a + np.pi) % (2 * np.pi) - np.pi)
+
+
+class LiftExpert:
+    """A waypoint expert for Lift, solved with damped least-squares IK on the arm model.
+
+    Phases: approach a pre-grasp point `approach_height` above the cube with the jaws open
+    and aligned with two opposite cube faces; descend; close the jaws; lift to `lift_z`.
+    A Cartesian set-point moves towards each waypoint at a bounded speed, and DLS IK
+    (`DampedLeastSquaresIK`) turns it into absolute joint targets every control step.
+
+    Multimodality: the cube is symmetric under 90 deg yaw rotations and the jaws under
+    180 deg, so each episode picks uniformly at random among the grasp yaws
+    cube_yaw + k * pi/2 (k = 0..3) whose wrist roll is within +-`ROLL_LIMIT`; each is a
+    different joint-space solution.
+
+    Args:
+        control_hz: control rate, Hz (set-point speeds are converted with it).
+        fast_speed, slow_speed: set-point speeds for the approach and for descend/lift, m/s.
+        action_noise: std of Gaussian noise added to every joint target, rad (for
+            mixed-quality data); 0 for a clean expert.
+    """
+
+    def __init__(self, control_hz: float = 20.0, fast_speed: float = 0.3, slow_speed: float = 0.12,
+                 approach_height: float = 0.07, lift_z: float = 0.13, action_noise: float = 0.0):
+        model = load_model()
+        self.ik = DampedLeastSquaresIK(model, "grasp_site", ARM_JOINT_NAMES)
+        self.dt = 1.0 / control_hz
+        self.fast_speed = fast_speed
+        self.slow_speed = slow_speed
+        self.approach_height = approach_height
+        self.lift_z = lift_z
+        self.action_noise = action_noise
+        self.rng = np.random.default_rng()
+
+    def reset(self, obs: dict, rng: np.random.Generator | None = None) -> None:
+        """Start a new episode from its first observation; `rng` draws the grasp mode and noise."""
+        if rng is not None:
+            self.rng = rng
+        q = np.asarray(obs["joint_pos"], dtype=float)
+        cube = np.asarray(obs["cube_pos"], dtype=float)
+        pan = float(np.arctan2(cube[1], cube[0]))
+        yaw = cube_yaw(np.asarray(obs["cube_quat"], dtype=float))
+        rolls = [wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)]
+        rolls = [r for r in rolls if abs(r) <= ROLL_LIMIT]
+        self.grasp_roll = float(self.rng.choice(rolls))
+        self.q_ik = q[:5].copy()
+        self.setpoint, _ = self.ik.site_pose(self.q_ik)
+        self.roll = float(q[4])
+        self.phase = "approach"
+        self.phase_steps = 0
+
+    def _advance(self, goal: np.ndarray, speed: float) -> bool:
+        """Move the set-point towards `goal` by at most speed*dt; True once it is there."""
+        delta = goal - self.setpoint
+        dist = float(np.linalg.norm(delta))
+        step = speed * self.dt
+        self.setpoint = goal.copy() if dist <= step else self.setpoint + delta * (step / dist)
+        return dist <= step
+
+    def act(self, obs: dict) -> np.ndarray:
+        """Joint targets (6,) in rad for the current observation."""
+        q = np.asarray(obs["joint_pos"], dtype=float)
+        cube = np.asarray(obs["cube_pos"], dtype=float)
+        site, _ = self.ik.site_pose(q[:5])
+        gripper = GRIPPER_OPEN
+        self.phase_steps += 1
+        if self.phase == "approach":
+            goal = cube + (0.0, 0.0, self.approach_height)
+            there = self._advance(goal, self.fast_speed)
+            step = 3.0 * self.dt  # wrist roll speed, rad per step
+            self.roll += float(np.clip(self.grasp_roll - self.roll, -step, step))
+            if there and self.roll == self.grasp_roll and np.linalg.norm(site - goal) < 0.015:
+                self.phase, self.phase_steps = "descend", 0
+        elif self.phase == "descend":
+            goal = cube + (0.0, 0.0, 0.002)
+            there = self._advance(goal, self.slow_speed)
+            if there and np.linalg.norm(site - goal) < 0.006 or self.phase_steps > 40:
+                self.phase, self.phase_steps = "close", 0
+        elif self.phase == "close":
+            gripper = GRIPPER_CLOSED
+            if self.phase_steps >= 8:
+                self.phase, self.phase_steps = "lift", 0
+        if self.phase == "lift":
+            gripper = GRIPPER_CLOSED
+            self._advance(np.array([self.setpoint[0], self.setpoint[1], self.lift_z]), self.slow_speed)
+        pan = float(np.arctan2(self.setpoint[1], self.setpoint[0]))
+        quat = _quat_mul(_quat_mul(_quat_z(pan), _QUAT_Y_PI), _quat_z(self.roll))
+        self.q_ik, _ = self.ik.solve(self.q_ik, self.setpoint, quat)
+        action = np.append(self.q_ik, gripper)
+        if self.action_noise > 0:
+            action = action + self.rng.normal(0.0, self.action_noise, size=6)
+        return action

@@ -1,0 +1,167 @@
+"""`robolearn/Lift-v0`: pick up a 3 cm cube with the desktop arm (MuJoCo, gymnasium API)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from robolearn.sim.arm import JOINT_NAMES, load_model
+
+CUBE_HALF_SIZE = 0.015  # m
+TABLE_TOP_Z = 0.0  # m, world z of the table surface
+LIFT_HEIGHT = 0.05  # m, cube bottom above the table for success
+#: Cube spawn region (m, world frame; the arm base is at the origin, facing +x).
+SPAWN_X = (0.14, 0.24)
+SPAWN_Y = (-0.10, 0.10)
+HOME_QPOS = np.array([0.0, 0.0, np.pi / 2, np.pi / 2, 0.0, 0.6])  # rad, gripper open
+
+
+class LiftEnv(gym.Env):
+    """Lift a cube at least 5 cm above the table.
+
+    The cube spawns at a uniformly random position in `SPAWN_X` x `SPAWN_Y` (m) with a
+    uniformly random yaw; the arm starts at the home pose plus uniform noise of
+    +-`init_noise` rad.
+
+    Observation (a dict; float32 unless noted):
+        joint_pos (6,): actuated joint positions, rad, in `JOINT_NAMES` order.
+        gripper_opening (1,): distance between the jaw pads, m.
+        cube_pos (3,): cube centre, m, world frame.
+        cube_quat (4,): cube orientation, unit quaternion (w, x, y, z).
+        image (H, W, 3) uint8: only with `image_obs=True`, from camera `image_camera`.
+    Action (6,): absolute joint position targets, rad, for the six position servos;
+        values outside the servo ranges are clipped. Non-finite values raise ValueError.
+    Reward: 1.0 on the step where the cube is lifted (sparse), else 0.0;
+        `info["is_success"]` is the same condition as a bool.
+    Termination on success; truncation after `max_episode_seconds` (default 10 s).
+    Control runs at `control_hz` (20 Hz) over a 500 Hz physics step (0.002 s), i.e. 25
+    physics steps per action: fast enough for stable stiff grasp contacts, and the
+    control rate of the hardware drivers.
+
+    Args:
+        render_mode: None or "rgb_array" (off-screen; works on a CPU with MUJOCO_GL=egl/osmesa).
+        image_obs: add an `image` key to the observation.
+        image_size: (height, width) of the observation image, px.
+        image_camera: camera for the observation image ("front", "top" or "wrist").
+        render_size: (height, width) of `render()` frames, px.
+        render_camera: camera for `render()`.
+        control_hz: control rate, Hz; must divide the 500 Hz physics rate.
+        max_episode_seconds: truncation time, s.
+        init_noise: half-width of the uniform noise on the initial joint positions, rad.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, render_mode: str | None = None, image_obs: bool = False,
+                 image_size: tuple[int, int] = (96, 96), image_camera: str = "front",
+                 render_size: tuple[int, int] = (240, 320), render_camera: str = "front",
+                 control_hz: int = 20, max_episode_seconds: float = 10.0, init_noise: float = 0.02):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.model = load_model()
+        physics_hz = round(1.0 / self.model.opt.timestep)
+        if control_hz <= 0 or physics_hz % control_hz:
+            raise ValueError(f"control_hz must divide the physics rate {physics_hz} Hz, got {control_hz}")
+        self.data = mujoco.MjData(self.model)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": control_hz}
+        self.frame_skip = physics_hz // control_hz
+        self.max_episode_steps = int(round(max_episode_seconds * control_hz))
+        self.init_noise = init_noise
+        self.image_obs = image_obs
+        self.image_size = tuple(image_size)
+        self.image_camera = image_camera
+        self.render_size = tuple(render_size)
+        self.render_camera = render_camera
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+
+        self._qpos_adr = np.array([self.model.joint(j).qposadr[0] for j in JOINT_NAMES])
+        self._mirror_adr = self.model.joint("gripper_mirror").qposadr[0]
+        self._cube_adr = self.model.joint("cube_joint").qposadr[0]
+        self._pad_ids = (self.model.geom("pad_left").id, self.model.geom("pad_right").id)
+        self._pad_thickness = 2 * self.model.geom("pad_left").size[0]
+        self.action_low = self.model.actuator_ctrlrange[:, 0].astype(np.float32)
+        self.action_high = self.model.actuator_ctrlrange[:, 1].astype(np.float32)
+
+        obs_spaces = {
+            "joint_pos": spaces.Box(-np.pi, np.pi, (6,), np.float32),
+            "gripper_opening": spaces.Box(0.0, 0.2, (1,), np.float32),
+            "cube_pos": spaces.Box(-2.0, 2.0, (3,), np.float32),
+            "cube_quat": spaces.Box(-1.0, 1.0, (4,), np.float32),
+        }
+        if image_obs:
+            obs_spaces["image"] = spaces.Box(0, 255, (*self.image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.action_space = spaces.Box(self.action_low, self.action_high, dtype=np.float32)
+        self._steps = 0
+
+    # -- gymnasium API -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        mujoco.mj_resetData(self.model, self.data)
+        q = HOME_QPOS + rng.uniform(-self.init_noise, self.init_noise, size=6)
+        q = np.clip(q, self.action_low, self.action_high)
+        self.data.qpos[self._qpos_adr] = q
+        self.data.qpos[self._mirror_adr] = q[5]
+        self.data.ctrl[:] = q
+        x, y = rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y)
+        yaw = rng.uniform(-np.pi, np.pi)
+        self.data.qpos[self._cube_adr:self._cube_adr + 3] = (x, y, TABLE_TOP_Z + CUBE_HALF_SIZE)
+        self.data.qpos[self._cube_adr + 3:self._cube_adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        mujoco.mj_forward(self.model, self.data)
+        self._steps = 0
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (6,):
+            raise ValueError(f"action must have shape (6,) (joint targets in rad for {JOINT_NAMES}), "
+                             f"got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        self.data.ctrl[:] = np.clip(action, self.action_low, self.action_high)
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        self._steps += 1
+        success = self.is_success()
+        truncated = (not success) and self._steps >= self.max_episode_steps
+        return self._obs(), float(success), success, truncated, {"is_success": success}
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self.render_camera_image(self.render_camera, self.render_size)
+
+    def close(self):
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    # -- helpers -------------------------------------------------------------------------
+    def is_success(self) -> bool:
+        """True when the cube's bottom is at least `LIFT_HEIGHT` (5 cm) above the table."""
+        cube_bottom = self.data.qpos[self._cube_adr + 2] - CUBE_HALF_SIZE
+        return bool(cube_bottom - TABLE_TOP_Z >= LIFT_HEIGHT)
+
+    def render_camera_image(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        """Render camera `camera` off-screen at size (height, width) px; returns (H, W, 3) uint8."""
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = self._renderers[size] = mujoco.Renderer(self.model, *size)
+        renderer.update_scene(self.data, camera)
+        return renderer.render()
+
+    def _obs(self) -> dict:
+        pads = self.data.geom_xpos[list(self._pad_ids)]
+        opening = max(0.0, float(np.linalg.norm(pads[0] - pads[1])) - self._pad_thickness)
+        obs = {
+            "joint_pos": self.data.qpos[self._qpos_adr].astype(np.float32),
+            "gripper_opening": np.array([opening], dtype=np.float32),
+            "cube_pos": self.data.qpos[self._cube_adr:self._cube_adr + 3].astype(np.float32),
+            "cube_quat": self.data.qpos[self._cube_adr + 3:self._cube_adr + 7].astype(np.float32),
+        }
+        if self.image_obs:
+            obs["image"] = self.render_camera_image(self.image_camera, self.image_size)
+        return obs
