@@ -30,7 +30,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 EPISODE_ENDS = "meta/episode_ends"
-DEFAULT_CHUNK_BYTES = 1 << 20  # about 1 MiB of uncompressed data per chunk
+DEFAULT_CHUNK_BYTES = 1 << 18  # about 256 KiB of uncompressed data per chunk
 
 
 class DatasetError(ValueError):
@@ -43,7 +43,7 @@ def default_compressor() -> BloscCodec:
 
 
 def default_chunk_length(step_shape: tuple[int, ...], dtype: np.dtype) -> int:
-    """Steps per chunk so that one chunk holds about `DEFAULT_CHUNK_BYTES` (at least 1 step)."""
+    """Steps per chunk so that one chunk holds about `DEFAULT_CHUNK_BYTES` (256 KiB) (at least 1 step)."""
     step_bytes = max(1, math.prod(step_shape) * np.dtype(dtype).itemsize)
     return max(1, DEFAULT_CHUNK_BYTES // step_bytes)
 
@@ -269,7 +269,7 @@ class ReplayBuffer:
                 fixes the keys, per-step shapes and dtypes; later ones must match.
                 Images are uint8 (T, H, W, C) with C in {1, 3, 4}.
             chunks: per-key chunk shape override for new keys, e.g. {"image": (1, 96, 96, 3)};
-                default: time-only chunks of about 1 MiB.
+                default: time-only chunks of about 256 KiB.
             compressors: per-key compressor override for new keys (a zarr codec, or None
                 for no compression); default Blosc-zstd.
 

@@ -81,9 +81,11 @@ class LiftExpert:
         cube = np.asarray(obs["cube_pos"], dtype=float)
         pan = float(np.arctan2(cube[1], cube[0]))
         yaw = cube_yaw(np.asarray(obs["cube_quat"], dtype=float))
-        rolls = [wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)]
-        rolls = [r for r in rolls if abs(r) <= ROLL_LIMIT]
-        self.grasp_roll = float(self.rng.choice(rolls))
+        rolls = {k: wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)}
+        modes = [k for k, r in rolls.items() if abs(r) <= ROLL_LIMIT]
+        #: k in 0..3: the grasp yaw is cube_yaw + k * pi/2 (the episode's mode)
+        self.grasp_mode = int(self.rng.choice(modes))
+        self.grasp_roll = rolls[self.grasp_mode]
         self.q_ik = q[:5].copy()
         self.setpoint, _ = self.ik.site_pose(self.q_ik)
         self.roll = float(q[4])
