@@ -1,6 +1,8 @@
 """The `robolearn` command: each subcommand is a hydra app over the configs in `configs/`.
 
-    robolearn collect [key=value ...]          run the scripted expert, write a zarr dataset
+    robolearn train [key=value ...]             train a Diffusion Policy, evaluate it
+    robolearn eval checkpoint=PATH [...]        evaluate a checkpoint in simulation
+    robolearn collect [key=value ...]           run the scripted expert, write a zarr dataset
     robolearn dataset info PATH [key=value ...] describe a replay buffer
 
 Hydra overrides follow the subcommand, e.g. `robolearn collect n_episodes=50 seed=1`;
@@ -23,10 +25,14 @@ from robolearn.errors import UserError
 USAGE = """usage: robolearn <command> [hydra overrides ...]
 
 commands:
+  train                 train a Diffusion Policy (collects the default dataset if missing), evaluate it
+  eval checkpoint=PATH  success rate on fixed seeds, an mp4 and a JSON results file
   collect               run the scripted Lift expert and write a zarr demonstration dataset
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
 
 Examples:
+  robolearn train                        # the main job: dataset, training, evaluation, video
+  robolearn eval checkpoint=runs/lift_diffusion_unet/checkpoints/best num_inference_steps=5
   robolearn collect                      # the default dataset: 200 expert episodes
   robolearn collect n_episodes=20 output=data/small.zarr
   robolearn dataset info data/lift_expert.zarr
@@ -72,8 +78,11 @@ def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obje
 def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.collect import collect
     from robolearn.datasets.info import dataset_info
+    from robolearn.evaluate import run_eval
+    from robolearn.train import train
 
-    return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info)}
+    return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
+            "train": ("train", train), "eval": ("eval", run_eval)}
 
 
 def main(argv: list[str] | None = None) -> int:

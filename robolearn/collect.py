@@ -46,40 +46,45 @@ def run_expert_episode(env: gym.Env, expert: LiftExpert, seed: int, image_key: s
     return out
 
 
-def collect(cfg: DictConfig) -> Path:
-    """Hydra task: collect `cfg.n_episodes` expert episodes into `cfg.output`.
+def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episodes: int, seed: int = 0,
+                    action_noise: float = 0.0, image_obs: bool = False, overwrite: bool = False) -> Path:
+    """Collect `n_episodes` expert episodes into the replay buffer at `output`.
 
-    If `cfg.output` already holds a replay buffer, collection resumes: episodes are
-    appended until there are `n_episodes` (episode i always uses seed `cfg.seed + i`);
-    `overwrite=true` starts afresh. Each episode is committed atomically as it finishes.
+    If `output` already holds a replay buffer, collection resumes: episodes are appended
+    until there are `n_episodes` (episode i always uses seed `seed + i`); `overwrite=True`
+    starts afresh. Each episode is committed atomically as it finishes, so an interrupted
+    collection keeps every finished episode.
+
+    Raises:
+        UserError: n_episodes < 1, action_noise < 0 (rad), or an existing dataset that was
+            collected with other settings.
     """
-    output = Path(cfg.output)
-    if cfg.n_episodes < 1:
-        raise UserError(f"n_episodes must be >= 1, got {cfg.n_episodes}")
-    if cfg.action_noise < 0:
-        raise UserError(f"action_noise must be >= 0 rad, got {cfg.action_noise}")
-    env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
-    env_kwargs["image_obs"] = bool(cfg.image_obs)
-    attrs = {"robolearn": {"env_id": cfg.task.env_id, "env_kwargs": env_kwargs, "expert": "LiftExpert",
-                           "action_noise": float(cfg.action_noise), "seed": int(cfg.seed)}}
+    output = Path(output)
+    if n_episodes < 1:
+        raise UserError(f"n_episodes must be >= 1, got {n_episodes}")
+    if action_noise < 0:
+        raise UserError(f"action_noise must be >= 0 rad, got {action_noise}")
+    env_kwargs = {**env_kwargs, "image_obs": bool(image_obs)}
+    attrs = {"robolearn": {"env_id": env_id, "env_kwargs": env_kwargs, "expert": "LiftExpert",
+                           "action_noise": float(action_noise), "seed": int(seed)}}
     output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists() and not cfg.overwrite:
+    if output.exists() and not overwrite:
         buffer = ReplayBuffer.open(output, mode="a")
         if buffer.attrs.get("robolearn", attrs["robolearn"]) != attrs["robolearn"]:
             raise UserError(f"{output} was collected with other settings {buffer.attrs.get('robolearn')}; "
                             "pass overwrite=true or another output=")
     else:
-        buffer = ReplayBuffer.create(output, overwrite=bool(cfg.overwrite), attrs=attrs)
+        buffer = ReplayBuffer.create(output, overwrite=overwrite, attrs=attrs)
     start = buffer.n_episodes
-    chunks = {"image": (1, *env_kwargs.get("image_size", (96, 96)), 3)} if cfg.image_obs else None
+    chunks = {"image": (1, *env_kwargs.get("image_size", (96, 96)), 3)} if image_obs else None
 
-    env = gym.make(cfg.task.env_id, **env_kwargs)
-    expert = LiftExpert(control_hz=env_kwargs.get("control_hz", 20), action_noise=cfg.action_noise)
+    env = gym.make(env_id, **env_kwargs)
+    expert = LiftExpert(control_hz=env_kwargs.get("control_hz", 20), action_noise=action_noise)
     successes = int(sum(buffer.get_episode(i, ["success"])["success"][-1] for i in range(start)))
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.n_episodes), initial=start, total=cfg.n_episodes, desc="collect", unit="ep")
+    bar = tqdm(range(start, n_episodes), initial=start, total=n_episodes, desc="collect", unit="ep")
     for i in bar:
-        episode = run_expert_episode(env, expert, seed=int(cfg.seed) + i)
+        episode = run_expert_episode(env, expert, seed=seed + i)
         buffer.add_episode(episode, chunks=chunks)
         successes += bool(episode["success"][-1])
         bar.set_postfix(success=f"{successes / (i + 1):.0%}", steps=buffer.n_steps)
@@ -90,3 +95,10 @@ def collect(cfg: DictConfig) -> Path:
     print(f"{output}: {n} episodes, {buffer.n_steps} steps, expert success {successes}/{n} "
           f"({successes / n:.1%}); collected {n - start} episodes in {elapsed:.1f} s")
     return output
+
+
+def collect(cfg: DictConfig) -> Path:
+    """Hydra task `robolearn collect` (see `collect_dataset` and configs/collect.yaml)."""
+    return collect_dataset(cfg.output, cfg.task.env_id, OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+                           n_episodes=int(cfg.n_episodes), seed=int(cfg.seed), action_noise=float(cfg.action_noise),
+                           image_obs=bool(cfg.image_obs), overwrite=bool(cfg.overwrite))

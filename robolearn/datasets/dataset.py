@@ -101,6 +101,15 @@ class SequenceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def get_batch(self, ids: np.ndarray) -> dict:
+        """Windows `ids` gathered in one vectorized step (faster than a DataLoader for in-memory data).
+
+        Returns {"obs": {key: (B, n_obs_steps, D_key)}, "action": (B, horizon, Da)} float32 tensors.
+        """
+        idx = self.sampler.indices(np.asarray(ids))
+        return {"obs": {k: torch.from_numpy(self.data[k][idx[:, :self.n_obs_steps]]) for k in self.obs_keys},
+                "action": torch.from_numpy(self.data[self.action_key][idx])}
+
     def __getitem__(self, i: int) -> dict:
         window = self.sampler[i]
         return {"obs": {k: torch.from_numpy(window[k]) for k in self.obs_keys},

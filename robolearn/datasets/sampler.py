@@ -82,10 +82,12 @@ class SequenceSampler:
     def __len__(self) -> int:
         return len(self._windows)
 
-    def indices(self, i: int) -> np.ndarray:
-        """Buffer indices (sequence_length,) of window i: clipping to the episode edge-replicates."""
-        start, length, offset = self._windows[i]
-        return start + np.clip(offset + self._steps, 0, length - 1)
+    def indices(self, i) -> np.ndarray:
+        """Buffer indices of window(s) i: (sequence_length,) for an int, (len(i), sequence_length)
+        for an array of window ids. Clipping to the episode is what edge-replicates."""
+        start, length, offset = np.moveaxis(self._windows[i], -1, 0)
+        steps = offset[..., None] + self._steps
+        return start[..., None] + np.clip(steps, 0, length[..., None] - 1)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         if not -len(self) <= i < len(self):

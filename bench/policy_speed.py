@@ -1,0 +1,104 @@
+"""Diffusion Policy speed on this machine: training throughput and inference latency.
+
+    python bench/policy_speed.py [--threads 2] [--repeats 30]
+
+For robolearn's default U-Net (Lift: 14-dim observation x 2 steps, 6-dim action) and for a
+U-Net of the reference Diffusion Policy's low-dim size (down_dims 256/512/1024, kernel 5,
+8 groups, step embedding 256, horizon 16, observation 20 x 2 steps, action 2), both measured in
+this run, it prints:
+- training throughput, samples/s (batch 256: noise, forward, backward, AdamW step),
+- single-chunk latency at batch 1, DDIM-10 and DDPM-100 (median and p95, ms),
+- latency of sampling 16 candidate chunks in one batched DDIM-10 pass (value re-ranking),
+and the ratios default / reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from robolearn.datasets import LinearNormalizer
+from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
+
+
+def make_policy(obs_dim: int, action_dim: int, down_dims: list[int], step_embed_dim: int) -> DiffusionPolicy:
+    config = DiffusionPolicyConfig(obs_keys=["obs"], obs_dims=[obs_dim], action_dim=action_dim, horizon=16,
+                                   n_obs_steps=2, n_action_steps=8, down_dims=down_dims, kernel_size=5,
+                                   n_groups=8, step_embed_dim=step_embed_dim)
+    rng = np.random.default_rng(0)
+    normalizer = LinearNormalizer.fit({"obs": rng.uniform(-1, 1, (100, obs_dim)),
+                                       "action": rng.uniform(-1, 1, (100, action_dim))})
+    return DiffusionPolicy(config, normalizer)
+
+
+def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int = 8) -> float:
+    obs_dim, action_dim = policy.config.obs_dims[0], policy.action_dim
+    batch = {"obs": {"obs": torch.randn(batch_size, 2, obs_dim)}, "action": torch.randn(batch_size, 16, action_dim)}
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-4)
+    policy.train()
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = policy.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i >= 2:  # two warm-up steps
+            times.append(time.perf_counter() - t0)
+    return batch_size / float(np.median(times))
+
+
+def latency_ms(policy: DiffusionPolicy, sampler: str, steps: int, num_samples: int, repeats: int) -> tuple[float, float]:
+    policy.eval()
+    policy.set_sampler(sampler, steps)
+    obs = {"obs": torch.randn(1, 2, policy.config.obs_dims[0])}
+    times = []
+    for i in range(repeats + 2):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            policy.sample(obs, num_samples=num_samples)
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times)), float(np.percentile(times, 95))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    nets = {
+        "robolearn default": make_policy(14, 6, [32, 64, 128], 32),
+        "reference size": make_policy(20, 2, [256, 512, 1024], 256),
+    }
+    rows = {}
+    for name, policy in nets.items():
+        params = sum(p.numel() for p in policy.model.parameters())
+        rows[name] = {
+            "params (M)": params / 1e6,
+            "train samples/s (B=256)": train_throughput(policy),
+            "DDIM-10 B=1 median/p95 ms": latency_ms(policy, "ddim", 10, 1, args.repeats),
+            "DDPM-100 B=1 median/p95 ms": latency_ms(policy, "ddpm", 100, 1, max(5, args.repeats // 5)),
+            "DDIM-10 16 candidates median/p95 ms": latency_ms(policy, "ddim", 10, 16, args.repeats),
+        }
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU")
+    header = f"{'':38s}" + "".join(f"{n:>22s}" for n in nets) + f"{'default/reference':>20s}"
+    print(header)
+    for metric in rows["robolearn default"]:
+        a, b = rows["robolearn default"][metric], rows["reference size"][metric]
+        if isinstance(a, tuple):
+            cells = "".join(f"{f'{v[0]:.1f} / {v[1]:.1f}':>22s}" for v in (a, b))
+            ratio = a[0] / b[0]
+        else:
+            cells = f"{a:>22.2f}{b:>22.2f}"
+            ratio = a / b
+        print(f"{metric:38s}{cells}{ratio:>20.3f}")
+
+
+if __name__ == "__main__":
+    main()

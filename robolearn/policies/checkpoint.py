@@ -1,0 +1,194 @@
+"""Checkpoints without pickle: safetensors weights, YAML config, JSON normalizer and train state.
+
+A checkpoint is a folder::
+
+    config.yaml          policy class and `DiffusionPolicyConfig` (+ the training config, for reference)
+    normalizer.json      per-key normalization statistics
+    model.safetensors    raw weights
+    ema.safetensors      EMA weights (what evaluation and deployment use)
+    train_state.safetensors / train_state.json   optimizer, scheduler, step, RNG states (for resume)
+
+`CheckpointManager` writes each checkpoint into a fresh folder and then atomically repoints
+the `latest` (and `best`) symlink at it, so a crash at any moment leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
+
+REQUIRED_FILES = ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing files or holds inconsistent content."""
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def optimizer_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into tensors (for safetensors) and JSON-ready metadata."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_safetensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    """Inverse of `optimizer_to_safetensors`: load the state into `optimizer`."""
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_policy(folder: Path, policy: DiffusionPolicy, ema_policy: DiffusionPolicy | None = None,
+                extra_config: dict | None = None) -> None:
+    """Write config.yaml, normalizer.json, model.safetensors and ema.safetensors into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"policy_class": "DiffusionPolicy", "policy": policy.config.to_dict()}
+    if extra_config:
+        config["train"] = extra_config
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    policy.normalizer.save(folder / "normalizer.json")
+    save_file(_contiguous(policy.model.state_dict()), folder / "model.safetensors")
+    save_file(_contiguous((ema_policy or policy).model.state_dict()), folder / "ema.safetensors")
+
+
+def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
+                sampler: str | None = None, num_inference_steps: int | None = None) -> DiffusionPolicy:
+    """Rebuild a `DiffusionPolicy` from a checkpoint folder (no pickle involved).
+
+    Args:
+        use_ema: load the EMA weights (default) or the raw ones.
+        sampler, num_inference_steps: override the saved sampling settings.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        CheckpointError: a required file is missing or does not match the config.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {folder}")
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} is missing {missing}")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    if config.get("policy_class") != "DiffusionPolicy":
+        raise CheckpointError(f"checkpoint {folder}: unknown policy_class {config.get('policy_class')!r}")
+    policy_config = DiffusionPolicyConfig.from_dict(config["policy"])
+    policy = DiffusionPolicy(policy_config, LinearNormalizer.load(folder / "normalizer.json"))
+    weights = load_file(folder / ("ema.safetensors" if use_ema else "model.safetensors"))
+    try:
+        policy.model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {folder}: weights do not match config.yaml ({exc})") from exc
+    if sampler or num_inference_steps:
+        policy.set_sampler(sampler or policy_config.sampler, num_inference_steps or policy_config.num_inference_steps)
+    return policy.to(device).eval()
+
+
+class CheckpointManager:
+    """`latest` and best-by-success checkpoints under `root`, each swapped in atomically.
+
+    Folders are named `step_XXXXXXX`; `latest` and `best` are symlinks to them. Folders no
+    longer pointed at are removed.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def latest(self) -> Path | None:
+        link = self.root / "latest"
+        return link if link.exists() else None
+
+    @property
+    def best(self) -> Path | None:
+        link = self.root / "best"
+        return link if link.exists() else None
+
+    def save(self, step: int, policy: DiffusionPolicy, ema_policy: DiffusionPolicy, train_tensors: dict,
+             train_meta: dict, extra_config: dict | None = None, is_best: bool = False) -> Path:
+        """Write a complete checkpoint for `step`, then point `latest` (and `best`) at it."""
+        name = f"step_{step:07d}"
+        tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        save_policy(tmp, policy, ema_policy, extra_config)
+        save_file(_contiguous(train_tensors), tmp / "train_state.safetensors")
+        (tmp / "train_state.json").write_text(json.dumps(train_meta, indent=1))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = self.root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        self._point("latest", name)
+        if is_best:
+            self._point("best", name)
+        self._prune()
+        return final
+
+    def _point(self, link: str, target: str) -> None:
+        tmp = self.root / f".{link}-{uuid.uuid4().hex[:8]}"
+        os.symlink(target, tmp)
+        os.replace(tmp, self.root / link)  # atomic on POSIX
+        _fsync_dir(self.root)
+
+    def _prune(self) -> None:
+        keep = {os.readlink(self.root / link) for link in ("latest", "best") if (self.root / link).is_symlink()}
+        for path in self.root.iterdir():
+            if path.name not in keep and (path.name.startswith("step_") or path.name.startswith(".tmp-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, metadata) of a checkpoint's training state (optimizer, RNG, step...)."""
+        tensors = load_file(folder / "train_state.safetensors")
+        meta = json.loads((folder / "train_state.json").read_text())
+        return tensors, meta
+
+
+def numpy_rng_state(rng: np.random.Generator) -> dict:
+    """JSON-ready state of a numpy Generator."""
+    return rng.bit_generator.state
+
+
+def restore_numpy_rng(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
