@@ -137,7 +137,7 @@ def train(cfg: DictConfig) -> dict:
     print(f"training {n_params / 1e6:.2f}M-parameter U-Net on {device} ({torch.get_num_threads()} threads): "
           f"{len(data)} train / {len(val)} val windows from {dataset_path}")
     writer = SummaryWriter(str(run_dir / "tb"))
-    eval_seeds = range(ec.seed, ec.seed + ec.n_episodes)
+    selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
 
     def save(at_step: int, is_best: bool) -> None:
         opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
@@ -174,10 +174,10 @@ def train(cfg: DictConfig) -> dict:
             writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
         is_best = False
         if ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
-            results = evaluate_policy(ema.averaged, cfg.task.env_id, eval_seeds, env_kwargs, progress=False)
+            results = evaluate_policy(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs, progress=False)
             writer.add_scalar("eval/success_rate", results["success_rate"], step)
             writer.add_scalar("eval/mean_length", results["mean_length"], step)
-            tqdm.write(f"step {step}: eval {format_results(results)}")
+            tqdm.write(f"step {step}: selection eval {format_results(results)}")
             is_best = results["success_rate"] > best_success
             best_success = max(best_success, results["success_rate"])
         if step % tc.checkpoint_every == 0 or step == tc.steps or is_best:
@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> dict:
     final_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
     final_ckpt = checkpoints.best or checkpoints.latest
     print(f"final evaluation of {final_ckpt.resolve().name} ({'best' if checkpoints.best else 'latest'}) "
-          f"on {len(final_seeds)} held-out seeds")
+          f"on {len(final_seeds)} held-out test seeds from {ec.seed}")
     final_policy = load_policy(final_ckpt, device=device)
     results = evaluate_policy(final_policy, cfg.task.env_id, final_seeds, env_kwargs,
                               video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
