@@ -27,6 +27,7 @@ USAGE = """usage: robolearn <command> [hydra overrides ...]
 commands:
   train                 train a Diffusion Policy (collects the default dataset if missing), evaluate it
   eval checkpoint=PATH  success rate on fixed seeds, an mp4 and a JSON results file
+  finetune checkpoint=PATH   DPPO fine-tuning in simulation (policy=gaussian: the Gaussian PPO baseline)
   collect               run the scripted Lift expert and write a zarr demonstration dataset
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
 
@@ -79,10 +80,11 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.collect import collect
     from robolearn.datasets.info import dataset_info
     from robolearn.evaluate import run_eval
+    from robolearn.finetune import finetune
     from robolearn.train import train
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
-            "train": ("train", train), "eval": ("eval", run_eval)}
+            "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,8 +113,9 @@ def run_eval(cfg: DictConfig) -> dict:
     env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
     results = evaluate_policy(policy, cfg.task.env_id, seeds, env_kwargs,
                               video_path=str(out / "eval.mp4") if cfg.n_video else None, n_video=cfg.n_video)
-    results.update(checkpoint=str(cfg.checkpoint), sampler=policy.config.sampler,
-                   num_inference_steps=policy.config.num_inference_steps)
+    results.update(checkpoint=str(cfg.checkpoint), policy_class=type(policy).__name__,
+                   sampler=getattr(policy.config, "sampler", None),
+                   num_inference_steps=getattr(policy.config, "num_inference_steps", None))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_results.json").write_text(json.dumps(results, indent=1))
     print(f"{cfg.checkpoint}: {format_results(results)}")

@@ -108,6 +108,9 @@ def train(cfg: DictConfig) -> dict:
     t_collected = time.perf_counter()
 
     pc = cfg.policy
+    if not str(pc.name).startswith("diffusion"):
+        raise UserError(f"robolearn train trains Diffusion Policies (policy=diffusion_unet, diffusion_unet_ddpm20); "
+                        f"policy={pc.name} belongs to robolearn finetune")
     data = SequenceDataset(dataset_path, list(cfg.task.obs_keys), cfg.task.action_key, horizon=pc.horizon,
                            n_obs_steps=pc.n_obs_steps, n_action_steps=pc.n_action_steps, val_ratio=tc.val_ratio,
                            seed=cfg.seed, max_train_episodes=tc.max_train_episodes)

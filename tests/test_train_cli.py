@@ -115,3 +115,12 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
     proc = run(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_default_main_job_reaches_80_percent(tmp_path):
+    """The README's main job with its shipped defaults (about 15-20 min on 2 CPU cores; CI skips it)."""
+    run("train", cwd=tmp_path, timeout=3600)
+    results = json.loads((tmp_path / "runs" / "lift_diffusion_unet" / "eval_results.json").read_text())
+    assert results["n_episodes"] == 50
+    assert results["success_rate"] >= 0.8, results["success_rate"]

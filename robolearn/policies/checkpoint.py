@@ -6,6 +6,7 @@ A checkpoint is a folder::
     normalizer.json      per-key normalization statistics
     model.safetensors    raw weights
     ema.safetensors      EMA weights (what evaluation and deployment use)
+    ft_model.safetensors the DPPO-fine-tuned denoiser for the last denoising steps (fine-tuned checkpoints only)
     train_state.safetensors / train_state.json   optimizer, scheduler, step, RNG states (for resume)
 
 `CheckpointManager` writes each checkpoint into a fresh folder and then atomically repoints
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.policies.gaussian import GaussianChunkPolicy, GaussianPolicyConfig
 
 REQUIRED_FILES = ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors")
 
@@ -74,22 +76,36 @@ def optimizer_from_safetensors(optimizer: torch.optim.Optimizer, tensors: dict, 
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_policy(folder: Path, policy: DiffusionPolicy, ema_policy: DiffusionPolicy | None = None,
-                extra_config: dict | None = None) -> None:
-    """Write config.yaml, normalizer.json, model.safetensors and ema.safetensors into `folder`."""
+#: policy_class in config.yaml -> (policy class, config class)
+POLICY_CLASSES = {"DiffusionPolicy": (DiffusionPolicy, DiffusionPolicyConfig),
+                  "GaussianChunkPolicy": (GaussianChunkPolicy, GaussianPolicyConfig)}
+
+
+def _weights(policy) -> torch.nn.Module:
+    """The module whose state is model.safetensors / ema.safetensors (a DiffusionPolicy's denoiser)."""
+    return policy.model if isinstance(policy, DiffusionPolicy) else policy
+
+
+def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None = None) -> None:
+    """Write config.yaml, normalizer.json, model.safetensors and ema.safetensors (and, after DPPO,
+    ft_model.safetensors) into `folder`. `policy` is a DiffusionPolicy or a GaussianChunkPolicy."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"policy_class": "DiffusionPolicy", "policy": policy.config.to_dict()}
+    config = {"policy_class": type(policy).__name__, "policy": policy.config.to_dict()}
+    if config["policy_class"] not in POLICY_CLASSES:
+        raise TypeError(f"cannot save a {config['policy_class']}; known: {sorted(POLICY_CLASSES)}")
     if extra_config:
         config["train"] = extra_config
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy.normalizer.save(folder / "normalizer.json")
-    save_file(_contiguous(policy.model.state_dict()), folder / "model.safetensors")
-    save_file(_contiguous((ema_policy or policy).model.state_dict()), folder / "ema.safetensors")
+    save_file(_contiguous(_weights(policy).state_dict()), folder / "model.safetensors")
+    save_file(_contiguous(_weights(ema_policy or policy).state_dict()), folder / "ema.safetensors")
+    if getattr(policy, "ft_model", None) is not None:
+        save_file(_contiguous(policy.ft_model.state_dict()), folder / "ft_model.safetensors")
 
 
 def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
-                sampler: str | None = None, num_inference_steps: int | None = None) -> DiffusionPolicy:
-    """Rebuild a `DiffusionPolicy` from a checkpoint folder (no pickle involved).
+                sampler: str | None = None, num_inference_steps: int | None = None):
+    """Rebuild the policy (DiffusionPolicy or GaussianChunkPolicy) of a checkpoint folder, without pickle.
 
     Args:
         use_ema: load the EMA weights (default) or the raw ones.
@@ -106,16 +122,23 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     if missing:
         raise CheckpointError(f"checkpoint {folder} is missing {missing}")
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    if config.get("policy_class") != "DiffusionPolicy":
+    if config.get("policy_class") not in POLICY_CLASSES:
         raise CheckpointError(f"checkpoint {folder}: unknown policy_class {config.get('policy_class')!r}")
-    policy_config = DiffusionPolicyConfig.from_dict(config["policy"])
-    policy = DiffusionPolicy(policy_config, LinearNormalizer.load(folder / "normalizer.json"))
-    weights = load_file(folder / ("ema.safetensors" if use_ema else "model.safetensors"))
-    try:
-        policy.model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {folder}: weights do not match config.yaml ({exc})") from exc
-    if sampler or num_inference_steps:
+    policy_cls, config_cls = POLICY_CLASSES[config["policy_class"]]
+    policy_config = config_cls.from_dict(config["policy"])
+    policy = policy_cls(policy_config, LinearNormalizer.load(folder / "normalizer.json"))
+    weights = {_weights(policy): folder / ("ema.safetensors" if use_ema else "model.safetensors")}
+    if getattr(policy, "ft_model", None) is not None:
+        weights[policy.ft_model] = folder / "ft_model.safetensors"
+        if not weights[policy.ft_model].is_file():
+            raise CheckpointError(f"checkpoint {folder} has ft_denoising_steps="
+                                  f"{policy_config.ft_denoising_steps} but no ft_model.safetensors")
+    for module, path in weights.items():
+        try:
+            module.load_state_dict(load_file(path))
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {folder}: {path.name} does not match config.yaml ({exc})") from exc
+    if (sampler or num_inference_steps) and isinstance(policy, DiffusionPolicy):
         policy.set_sampler(sampler or policy_config.sampler, num_inference_steps or policy_config.num_inference_steps)
     return policy.to(device).eval()
 
@@ -141,7 +164,7 @@ class CheckpointManager:
         link = self.root / "best"
         return link if link.exists() else None
 
-    def save(self, step: int, policy: DiffusionPolicy, ema_policy: DiffusionPolicy, train_tensors: dict,
+    def save(self, step: int, policy, ema_policy, train_tensors: dict,
              train_meta: dict, extra_config: dict | None = None, is_best: bool = False) -> Path:
         """Write a complete checkpoint for `step`, then point `latest` (and `best`) at it."""
         name = f"step_{step:07d}"

@@ -10,6 +10,7 @@ executed (action chunking, Sec. IV-C). Training uses the DDPM objective of Ho et
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,6 +33,8 @@ class DiffusionPolicyConfig:
         down_dims, kernel_size, n_groups, step_embed_dim: U-Net shape (`ConditionalUnet1D`).
         num_train_timesteps, beta_schedule, clip_sample: DDPM training schedule.
         sampler: "ddim" or "ddpm" at inference; num_inference_steps: denoising steps.
+        ft_denoising_steps: after DPPO fine-tuning, the last this-many denoising steps run the
+            fine-tuned denoiser `ft_model` and the earlier ones the pretrained `model` (0: none).
     """
 
     obs_keys: list[str]
@@ -49,6 +52,7 @@ class DiffusionPolicyConfig:
     clip_sample: bool = True
     sampler: str = "ddim"
     num_inference_steps: int = 10
+    ft_denoising_steps: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +64,24 @@ class DiffusionPolicyConfig:
         if unknown:
             raise ValueError(f"unknown DiffusionPolicy config keys {sorted(unknown)}")
         return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
+
+
+def encode_obs_history(obs: dict, normalizer: LinearNormalizer, obs_keys, obs_dims, n_obs_steps: int,
+                       device: torch.device) -> torch.Tensor:
+    """Normalize the last `n_obs_steps` of each key and flatten: {key: (B, To, D_key)} -> (B, n_obs_steps * sum D).
+
+    Raises:
+        ValueError: a key is missing or has the wrong shape.
+    """
+    parts = []
+    for key, dim in zip(obs_keys, obs_dims):
+        if key not in obs:
+            raise ValueError(f"observation lacks key `{key}`; the policy needs {list(obs_keys)}")
+        x = torch.as_tensor(obs[key], device=device, dtype=torch.float32)
+        if x.ndim != 3 or x.shape[1] < n_obs_steps or x.shape[2] != dim:
+            raise ValueError(f"observation `{key}` must have shape (B, {n_obs_steps}, {dim}), got {tuple(x.shape)}")
+        parts.append(normalizer.normalize(key, x[:, -n_obs_steps:]))
+    return torch.cat(parts, dim=-1).flatten(1)
 
 
 class DiffusionPolicy(nn.Module):
@@ -90,6 +112,7 @@ class DiffusionPolicy(nn.Module):
             action_dim=config.action_dim, cond_dim=config.n_obs_steps * sum(config.obs_dims),
             horizon=config.horizon, down_dims=config.down_dims, kernel_size=config.kernel_size,
             n_groups=config.n_groups, step_embed_dim=config.step_embed_dim)
+        self.ft_model = copy.deepcopy(self.model) if config.ft_denoising_steps else None
         self.train_scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
             clip_sample=config.clip_sample, prediction_type="epsilon", variance_type="fixed_small")
@@ -134,24 +157,26 @@ class DiffusionPolicy(nn.Module):
         base = self.train_scheduler.config
         if sampler == "ddim":
             self.sample_scheduler = DDIMScheduler.from_config(base, set_alpha_to_one=True, steps_offset=0)
+            # eps recomputed from the clamped x0 estimate, as DPPO's chain does (robolearn.rl.dppo)
+            self._step_kwargs = {"use_clipped_model_output": True}
         else:
             self.sample_scheduler = DDPMScheduler.from_config(base)
+            self._step_kwargs = {}
         self.sample_scheduler.set_timesteps(num_inference_steps)
         self.config.sampler, self.config.num_inference_steps = sampler, num_inference_steps
+
+    def denoiser(self, index: int, n_steps: int) -> nn.Module:
+        """The network for denoising step `index` of `n_steps` (0 = noisiest): the fine-tuned one
+        for the last `ft_denoising_steps` steps (DPPO, Ren et al. 2024, Sec. 4.2), else the pretrained one."""
+        if self.ft_model is not None and index >= n_steps - self.config.ft_denoising_steps:
+            return self.ft_model
+        return self.model
 
     # -- observations --------------------------------------------------------------------
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Normalize and flatten an observation history: {key: (B, To, D_key)} -> (B, To * sum D)."""
-        parts = []
-        for key, dim in zip(self.config.obs_keys, self.config.obs_dims):
-            if key not in obs:
-                raise ValueError(f"observation lacks key `{key}`; the policy needs {self.config.obs_keys}")
-            x = torch.as_tensor(obs[key], device=self.device, dtype=torch.float32)
-            if x.ndim != 3 or x.shape[1] < self.n_obs_steps or x.shape[2] != dim:
-                raise ValueError(f"observation `{key}` must have shape (B, {self.n_obs_steps}, {dim}), "
-                                 f"got {tuple(x.shape)}")
-            parts.append(self.normalizer.normalize(key, x[:, -self.n_obs_steps:]))
-        return torch.cat(parts, dim=-1).flatten(1)
+        return encode_obs_history(obs, self.normalizer, self.config.obs_keys, self.config.obs_dims,
+                                  self.n_obs_steps, self.device)
 
     # -- training ------------------------------------------------------------------------
     def compute_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -188,9 +213,10 @@ class DiffusionPolicy(nn.Module):
         x = torch.randn((batch * num_samples, self.horizon, self.action_dim), device=cond.device,
                         generator=generator)
         scheduler = self.sample_scheduler
-        for t in scheduler.timesteps:
-            eps = self.model(x, t.to(cond.device), cond)
-            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        n_steps = len(scheduler.timesteps)
+        for i, t in enumerate(scheduler.timesteps):
+            eps = self.denoiser(i, n_steps)(x, t.to(cond.device), cond)
+            x = scheduler.step(eps, t, x, generator=generator, **self._step_kwargs).prev_sample
         action = self.normalizer.unnormalize("action", x)
         return action.reshape(batch, num_samples, self.horizon, self.action_dim)
 

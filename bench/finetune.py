@@ -1,0 +1,121 @@
+"""DPPO vs Gaussian PPO on Lift, from the same weak start, side by side.
+
+    python bench/finetune.py [--pretrain-episodes 10] [--pretrain-steps 2000] [--iterations 40]
+
+In one run, with the `robolearn` commands a user would type:
+1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps, few demonstrations) and
+   evaluates it on 50 held-out seeds (the start should be at 20-60% success);
+2. fine-tunes it with DPPO (`robolearn finetune`);
+3. fine-tunes a Gaussian MLP policy, BC-pretrained on the same demonstrations, with PPO and the
+   same envs and budget (`robolearn finetune policy=gaussian`);
+4. measures plain env stepping with random actions in this process, for the throughput ratio.
+It prints both learning curves (success vs env steps and wall clock), the final success on 50
+held-out test seeds, throughput in env steps/s, and writes a PNG of both curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+
+
+def robolearn(*args: str) -> None:
+    print("$ robolearn " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "robolearn", *args], check=True)
+
+
+def random_action_steps_per_second(seconds: float = 5.0) -> float:
+    """Plain env.step with random actions in one process (the baseline for throughput)."""
+    import gymnasium as gym
+
+    import robolearn.sim  # noqa: F401
+
+    env = gym.make("robolearn/Lift-v0")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        n += 1
+        if terminated or truncated:
+            env.reset()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/bench_finetune")
+    parser.add_argument("--pretrain-episodes", type=int, default=10)
+    parser.add_argument("--pretrain-steps", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", default="bench/results/finetune_lift.png")
+    args = parser.parse_args()
+    out = Path(args.out)
+    common = [f"threads={args.threads}", f"ppo.iterations={args.iterations}"]
+
+    t0 = time.perf_counter()
+    robolearn("train", "policy=diffusion_unet_ddpm20", f"run_dir={out}/pretrain",
+              f"training.max_train_episodes={args.pretrain_episodes}", f"training.steps={args.pretrain_steps}",
+              "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", f"threads={args.threads}")
+    pretrain_s = time.perf_counter() - t0
+    start = json.loads((out / "pretrain" / "eval_results.json").read_text())
+
+    t0 = time.perf_counter()
+    robolearn("finetune", f"checkpoint={out}/pretrain/checkpoints/latest", f"run_dir={out}/dppo", *common)
+    dppo_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    robolearn("finetune", "policy=gaussian", f"policy.bc_max_episodes={args.pretrain_episodes}",
+              f"run_dir={out}/gaussian", *common)
+    gauss_s = time.perf_counter() - t0
+    random_sps = random_action_steps_per_second()
+
+    runs = {name: json.loads((out / name / "eval_results.json").read_text()) for name in ("dppo", "gaussian")}
+    print(f"\npretrained Diffusion Policy ({args.pretrain_episodes} demonstrations, {args.pretrain_steps} steps, "
+          f"{pretrain_s / 60:.1f} min): {start['success_rate']:.0%} on 50 held-out seeds")
+    print(f"\n{'iteration':>9} {'env steps':>10} | {'DPPO success':>12} {'wall min':>8} | "
+          f"{'Gaussian success':>16} {'wall min':>8}")
+    curves = {name: r["curve"] for name, r in runs.items()}
+    for a, b in zip(curves["dppo"], curves["gaussian"]):
+        print(f"{a['iteration']:>9} {a['env_steps']:>10} | {a['success_rate']:>12.0%} {a['wall_s'] / 60:>8.1f} | "
+              f"{b['success_rate']:>16.0%} {b['wall_s'] / 60:>8.1f}")
+    for name, r, secs in (("DPPO", runs["dppo"], dppo_s), ("Gaussian PPO", runs["gaussian"], gauss_s)):
+        lo, hi = r["ci95"]
+        print(f"{name:>12}: final {r['success_rate']:.0%} on 50 held-out test seeds (95% CI {lo:.0%}-{hi:.0%}), "
+              f"{r['env_steps']} env steps, {secs / 60:.1f} min wall, {r['env_steps'] / secs:,.0f} env steps/s")
+    print(f"plain env stepping, random actions, one process: {random_sps:,.0f} env steps/s; "
+          f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, label in (("dppo", "DPPO (diffusion)"), ("gaussian", "Gaussian PPO")):
+        c = curves[name]
+        axes[0].plot([p["env_steps"] for p in c], [p["success_rate"] for p in c], marker="o", label=label)
+        axes[1].plot([p["wall_s"] / 60 for p in c], [p["success_rate"] for p in c], marker="o", label=label)
+    for ax, xlabel in zip(axes, ("env steps", "wall clock, min (2 CPU cores)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("success rate (20 selection seeds)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(0.9, color="gray", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations")
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+    print(f"plot: {args.plot}")
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""PPO pieces shared by DPPO and the Gaussian-policy baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray,
+                gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized advantage estimation (Schulman et al. 2016, eq. 16) over decisions.
+
+    Args:
+        rewards, values, dones: (T, N) per decision and env; dones[t] ends the episode after
+            decision t (no bootstrap across it; add gamma*V(final_obs) to the reward of a
+            truncated decision beforehand to bootstrap a time limit).
+        last_values: (N,) V of the observation after the last decision.
+
+    Returns:
+        (advantages, returns), each (T, N); returns = advantages + values.
+    """
+    T = len(rewards)
+    adv = np.zeros_like(rewards, dtype=np.float64)
+    last = np.zeros(rewards.shape[1])
+    for t in reversed(range(T)):
+        next_value = last_values if t == T - 1 else values[t + 1]
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last = delta + gamma * lam * not_done * last
+        adv[t] = last
+    return adv, adv + values
+
+
+class RunningRewardScaler:
+    """Divide rewards by the running std of the discounted return (as in DPPO / OpenAI baselines).
+
+    Keeps one discounted return per env, resets it at episode ends, and tracks the variance of
+    all returns seen with Welford/Chan updates.
+    """
+
+    def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.ret = np.zeros(n_envs)
+        self.count, self.mean, self.var = eps, 0.0, 1.0
+
+    def _update(self, x: np.ndarray) -> None:
+        b_mean, b_var, b_count = float(x.mean()), float(x.var()), x.size
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean += delta * b_count / total
+        self.var = (self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total) / total
+        self.count = total
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """Scale one decision's rewards (N,) and advance the running returns."""
+        self.ret = self.ret * self.gamma + rewards
+        self._update(self.ret)
+        self.ret[dones.astype(bool)] = 0.0
+        return np.clip(rewards / math.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    def state(self) -> dict:
+        return {"ret": self.ret.tolist(), "count": self.count, "mean": self.mean, "var": self.var}
+
+    def restore(self, state: dict) -> None:
+        self.ret = np.asarray(state["ret"])
+        self.count, self.mean, self.var = state["count"], state["mean"], state["var"]
+
+
+def clip_schedule(k: int | np.ndarray, n: int, base: float, final: float, rate: float) -> np.ndarray:
+    """PPO clip coefficient for fine-tuned denoising step k in [0, n-1] (DPPO, Ren et al. 2024, App. C):
+
+        eps_k = base + (final - base) * (exp(rate * k / (n - 1)) - 1) / (exp(rate) - 1)
+
+    k = 0 is the noisiest fine-tuned step (eps = base), k = n - 1 the last one (eps = final).
+    """
+    k = np.asarray(k, dtype=np.float64)
+    if n <= 1:
+        return np.full_like(k, final)
+    return base + (final - base) * (np.exp(rate * k / (n - 1)) - 1.0) / (math.exp(rate) - 1.0)
+
+
+def ppo_policy_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantage: torch.Tensor,
+                    clip: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Clipped surrogate (Schulman et al. 2017, eq. 7), averaged; also returns diagnostics.
+
+    All inputs are (B,); `clip` may differ per sample (DPPO's per-denoising-step schedule).
+    """
+    logratio = logprob - old_logprob
+    ratio = logratio.exp()
+    loss = torch.max(-advantage * ratio, -advantage * ratio.clamp(1 - clip, 1 + clip)).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman 2020)
+        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+        mean_ratio = ratio.mean()
+    return loss, {"approx_kl": float(approx_kl), "clipfrac": float(clipfrac), "ratio": float(mean_ratio)}
+
+
+class ValueCritic(nn.Module):
+    """State-value critic V(obs history): an MLP with Mish activations on the flattened
+    normalized observation history (the `CriticObs` design of DPPO). (B, cond_dim) -> (B,)."""
+
+    def __init__(self, cond_dim: int, hidden: tuple[int, ...] = (256, 256, 256)):
+        super().__init__()
+        layers, d = [], cond_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.Mish()]
+            d = h
+        layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(cond).squeeze(-1)

@@ -1,0 +1,143 @@
+"""DPPO: log-probabilities, PPO pieces, frozen steps, and learning on a one-step bandit."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from robolearn.datasets import LinearNormalizer
+from robolearn.finetune import DiffusionAgent, ppo_update, with_fine_tuning
+from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.rl.dppo import DPPOActor
+from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae
+
+DPPO_CFG = OmegaConf.create({"min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1, "randn_clip": 3.0,
+                             "eta": 1.0, "gamma_denoising": 0.99, "clip_base": 0.001, "clip_final": 0.01,
+                             "clip_rate": 3.0, "bc_coef": 0.0})
+PPO_CFG = OmegaConf.create({"update_epochs": 4, "minibatch_size": 64, "norm_adv": True, "vf_coef": 0.5,
+                            "max_grad_norm": 1.0, "target_kl": 1.0})
+
+
+def pretrained(sampler="ddpm", steps=20, train_steps=20, seed=0):
+    torch.manual_seed(seed)
+    config = DiffusionPolicyConfig(obs_keys=["state"], obs_dims=[2], action_dim=2, horizon=8, n_obs_steps=2,
+                                   n_action_steps=4, down_dims=[16, 32], step_embed_dim=16,
+                                   num_train_timesteps=train_steps, sampler=sampler, num_inference_steps=steps)
+    normalizer = LinearNormalizer.fit({"state": np.array([[0.0, 0.0], [1.0, 1.0]]),
+                                       "action": np.array([[-1.0, -1.0], [1.0, 1.0]])})
+    return DiffusionPolicy(config, normalizer)
+
+
+def squaredcos_alphas_cumprod(T: int) -> np.ndarray:
+    """The squaredcos_cap_v2 schedule (Nichol & Dhariwal 2021, eq. 17), written independently."""
+    f = lambda t: math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = np.array([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)])
+    return np.cumprod(1 - betas)
+
+
+def test_ddpm_step_logprob_equals_closed_form_gaussian():
+    policy = with_fine_tuning(pretrained(), 10)
+    actor = DPPOActor(policy)
+    torch.manual_seed(1)
+    cond = torch.randn(3, 4)
+    x_t, x_prev = torch.randn(3, 8, 2), torch.randn(3, 8, 2) * 0.3
+    k = torch.tensor([0, 4, 9])  # fine-tuned step k is global step 10 + k, timestep t = 19 - (10 + k)
+    got = actor.log_prob(cond, x_t, x_prev, k).detach().numpy()
+
+    ab = squaredcos_alphas_cumprod(20)
+    for b in range(3):
+        t = 19 - (10 + int(k[b]))
+        a_t, a_prev = ab[t], (ab[t - 1] if t > 0 else 1.0)
+        beta = 1 - a_t / a_prev
+        with torch.no_grad():
+            eps = policy.ft_model(x_t[b:b + 1], torch.tensor([t]), cond[b:b + 1])[0].double().numpy()
+        xt = x_t[b].double().numpy()
+        x0 = np.clip((xt - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t), -1, 1)
+        mean = np.sqrt(a_prev) * beta / (1 - a_t) * x0 + np.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t) * xt
+        std = max(math.sqrt((1 - a_prev) / (1 - a_t) * beta), 0.1)
+        x = x_prev[b].double().numpy()
+        logdens = -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+        expected = logdens[1:5].mean()  # executed rows: n_obs_steps - 1 .. + n_action_steps
+        assert got[b] == pytest.approx(expected, abs=1e-5)
+
+
+def test_ddim_deterministic_chain_is_the_policy_sampler():
+    policy = with_fine_tuning(pretrained("ddim", 5, 100), 5)
+    actor = DPPOActor(policy)
+    obs = {"state": torch.rand(4, 2, 2)}
+    chain = actor.sample_chain(policy.encode_obs(obs), deterministic=True, generator=torch.Generator().manual_seed(0))
+    sampled = policy.sample(obs, generator=torch.Generator().manual_seed(0))[:, 0]
+    torch.testing.assert_close(policy.normalizer.unnormalize("action", chain[:, -1]), sampled, atol=1e-5, rtol=0)
+
+
+def test_importance_ratio_is_one_before_any_update():
+    policy = with_fine_tuning(pretrained(), 10)
+    agent = DiffusionAgent(policy, DPPO_CFG)
+    cond = policy.encode_obs({"state": torch.rand(16, 2, 2)})
+    _, record = agent.act(cond)
+    old = agent.all_log_probs(cond, record)
+    mb = torch.randperm(16 * agent.K)[:64]
+    new = agent.log_probs(cond[mb // agent.K], {"chain": record["chain"][mb // agent.K]}, mb % agent.K)
+    ratio = (new - old[mb // agent.K, mb % agent.K]).exp()
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)
+
+
+def test_clip_schedule_ends():
+    eps = clip_schedule(np.arange(10), 10, base=0.001, final=0.01, rate=3.0)
+    assert eps[0] == pytest.approx(0.001) and eps[-1] == pytest.approx(0.01)
+    assert np.all(np.diff(eps) > 0) and np.all(np.diff(eps, 2) > 0)  # rises, exponentially
+    assert clip_schedule(0, 1, 0.001, 0.01, 3.0) == pytest.approx(0.01)
+
+
+def test_gae_hand_computed():
+    rewards = np.array([[1.0], [0.0], [2.0]])
+    values = np.array([[0.5], [0.4], [0.3]])
+    dones = np.array([[0.0], [1.0], [0.0]])
+    adv, ret = compute_gae(rewards, values, dones, np.array([0.2]), gamma=0.9, lam=0.8)
+    # t=2: 2 + 0.9*0.2 - 0.3 = 1.88; t=1 ends the episode: -0.4; t=0: 1 + 0.9*0.4 - 0.5 + 0.72*(-0.4) = 0.572
+    np.testing.assert_allclose(adv[:, 0], [0.572, -0.4, 1.88])
+    np.testing.assert_allclose(ret[:, 0], [1.072, 0.0, 2.18])
+
+
+def bandit_reward(chunk: np.ndarray) -> np.ndarray:
+    """One-step bandit: the best chunk is every action at (0.5, -0.5)."""
+    return -np.square(chunk - np.array([0.5, -0.5])).mean(axis=(1, 2))
+
+
+def test_dppo_raises_the_bandit_return_and_keeps_early_steps_frozen():
+    policy = with_fine_tuning(pretrained(seed=3), 10)
+    frozen = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    tuned_before = {k: v.clone() for k, v in policy.ft_model.state_dict().items()}
+    cfg = OmegaConf.merge(DPPO_CFG, {"clip_base": 0.1, "clip_final": 0.2})
+    agent = DiffusionAgent(policy, cfg)
+    critic = ValueCritic(4, (32,))
+    actor_opt = torch.optim.Adam(agent.params, lr=3e-3)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    cond = policy.encode_obs({"state": torch.full((64, 2, 2), 0.5)})
+
+    def mean_return():
+        chunk, _ = agent.act(cond)
+        return float(bandit_reward(chunk).mean())
+
+    torch.manual_seed(0)
+    before = np.mean([mean_return() for _ in range(3)])
+    for _ in range(15):
+        chunk, record = agent.act(cond)
+        reward = bandit_reward(chunk)
+        ppo_update(agent, critic, actor_opt, critic_opt, cond, record, reward - reward.mean(), reward, PPO_CFG, rng)
+    after = np.mean([mean_return() for _ in range(3)])
+    assert after > before + 0.5 * abs(before), (before, after)
+
+    for key, value in policy.model.state_dict().items():
+        assert torch.equal(value, frozen[key]), f"frozen denoiser changed: {key}"
+    assert any(not torch.equal(v, tuned_before[k]) for k, v in policy.ft_model.state_dict().items())
+
+
+def test_ft_steps_out_of_range_is_a_clear_error():
+    from robolearn.errors import UserError
+
+    with pytest.raises(UserError, match=r"ft_denoising_steps must be in \[1, 20\]"):
+        with_fine_tuning(pretrained(), 21)

@@ -1,0 +1,47 @@
+"""`robolearn finetune` end to end on a tiny config: DPPO and the Gaussian baseline, resume, eval."""
+
+import json
+
+from test_train_cli import TINY, run
+
+TINY_FT = ["ppo.n_envs=2", "ppo.n_steps=3", "ppo.minibatch_size=16", "ppo.update_epochs=1",
+           "ppo.critic_hidden=[16]", "ppo.critic_warmup_iters=1", "eval.every=1", "eval.n_episodes=1",
+           "eval.final_n_episodes=1", "eval.n_video=0", "threads=1"]
+
+
+def test_dppo_finetune_resumes_and_loads_in_eval(tmp_path):
+    pre = ["train", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/pre", "policy=diffusion_unet_ddpm20",
+           "training.steps=20", "eval.n_episodes=0", "eval.final_n_episodes=1", "eval.n_video=0",
+           *[o for o in TINY if not o.startswith(("policy.horizon", "policy.n_action_steps", "eval."))]]
+    run(*pre, cwd=tmp_path)
+    ckpt = tmp_path / "pre" / "checkpoints" / "latest"
+    ft = ["finetune", f"checkpoint={ckpt}", f"run_dir={tmp_path}/ft", "policy.ft_denoising_steps=3", *TINY_FT]
+    out = run(*ft, "ppo.iterations=2", cwd=tmp_path).stdout
+    assert "success" in out
+    latest = tmp_path / "ft" / "checkpoints" / "latest"
+    assert (latest / "ft_model.safetensors").is_file()
+    curve = json.loads((tmp_path / "ft" / "curve.json").read_text())
+    assert [c["iteration"] for c in curve] == [0, 1, 2] and curve[-1]["env_steps"] > 0
+
+    out = run(*ft, "ppo.iterations=3", cwd=tmp_path).stdout
+    assert "at iteration 2" in out and "resumed from" in out
+    assert json.loads((latest / "train_state.json").read_text())["iteration"] == 3
+
+    ev = run("eval", f"checkpoint={latest}", "n_episodes=1", "n_video=0", f"output_dir={tmp_path}/ev", cwd=tmp_path)
+    assert "success" in ev.stdout
+    assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["policy_class"] == "DiffusionPolicy"
+
+
+def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
+    run("collect", "n_episodes=3", f"output={tmp_path}/demo.zarr", cwd=tmp_path)
+    out = run("finetune", "policy=gaussian", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/g",
+              "policy.bc_steps=20", "policy.hidden=[32]", "ppo.iterations=1", *TINY_FT, cwd=tmp_path).stdout
+    assert "success" in out
+    ev = run("eval", f"checkpoint={tmp_path}/g/checkpoints/latest", "n_episodes=1", "n_video=0",
+             f"output_dir={tmp_path}/ev", cwd=tmp_path)
+    assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["policy_class"] == "GaussianChunkPolicy"
+
+
+def test_finetune_without_a_checkpoint_is_a_clear_error(tmp_path):
+    proc = run("finetune", f"run_dir={tmp_path}/x", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "give the pretrained Diffusion Policy" in proc.stderr
