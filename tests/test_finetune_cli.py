@@ -39,6 +39,7 @@ def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
     assert "success" in out
     ev = run("eval", f"checkpoint={tmp_path}/g/checkpoints/latest", "n_episodes=1", "n_video=0",
              f"output_dir={tmp_path}/ev", cwd=tmp_path)
+    assert "success" in ev.stdout
     assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["policy_class"] == "GaussianChunkPolicy"
 
 
