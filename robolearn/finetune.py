@@ -277,12 +277,13 @@ def finetune(cfg: DictConfig) -> dict:
             chunk, record = agent.act(cond)
             obs, reward, terminated, truncated, info = envs.step(chunk)
             done = terminated | truncated
-            # envs that ended were reset in the same step: their step info is in final_info
+            # envs that ended were reset in the same step: their last step's info is in final_info
             steps = np.where(info.get("_env_steps", np.zeros(N, bool)), info.get("env_steps", 0), 0)
-            for i in np.flatnonzero(done):
-                steps[i] = info["final_info"][i]["env_steps"]
-                finished += 1
-                successes += bool(info["final_info"][i]["is_success"])
+            if done.any():
+                final_info = info["final_info"]
+                steps = np.where(done, final_info["env_steps"], steps)
+                finished += int(done.sum())
+                successes += int(np.sum(final_info["is_success"] & done))
             env_steps += int(steps.sum())
             reward = scaler(reward, done) if pc.reward_scaling else reward.astype(np.float64)
             cut = np.flatnonzero(truncated & ~terminated)

@@ -4,7 +4,8 @@ import json
 
 from test_train_cli import TINY, run
 
-TINY_FT = ["ppo.n_envs=2", "ppo.n_steps=3", "ppo.minibatch_size=16", "ppo.update_epochs=1",
+# 0.5 s episodes (10 env steps), so episodes end, are reset and bootstrapped within an iteration
+TINY_FT = ["task.env_kwargs.max_episode_seconds=0.5", "ppo.n_envs=2", "ppo.n_steps=4", "ppo.minibatch_size=16", "ppo.update_epochs=1",
            "ppo.critic_hidden=[16]", "ppo.critic_warmup_iters=1", "eval.every=1", "eval.n_episodes=1",
            "eval.final_n_episodes=1", "eval.n_video=0", "threads=1"]
 
