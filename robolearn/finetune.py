@@ -169,11 +169,14 @@ def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torc
 
 
 def pretrain_gaussian(cfg: DictConfig, device: torch.device) -> GaussianChunkPolicy:
-    """Behaviour cloning of a `GaussianChunkPolicy` on the task's demonstrations (MSE on the mean)."""
+    """Behaviour cloning of a `GaussianChunkPolicy` on the task's demonstrations (MSE on the mean).
+
+    The episodes are chosen by the same seeded split as `robolearn train` (val_ratio, seed,
+    max_train_episodes), so the baseline sees the demonstrations the Diffusion Policy saw."""
     g, task = cfg.policy, cfg.task
     data = SequenceDataset(cfg.dataset, list(task.obs_keys), task.action_key, horizon=g.n_obs_steps - 1 + g.n_action_steps,
-                           n_obs_steps=g.n_obs_steps, n_action_steps=g.n_action_steps, val_ratio=0.0, seed=cfg.seed,
-                           max_train_episodes=g.bc_max_episodes)
+                           n_obs_steps=g.n_obs_steps, n_action_steps=g.n_action_steps, val_ratio=g.bc_val_ratio,
+                           seed=cfg.seed, max_train_episodes=g.bc_max_episodes)
     config = GaussianPolicyConfig(obs_keys=list(task.obs_keys), obs_dims=list(data.obs_dims.values()),
                                   action_dim=data.action_dim, n_obs_steps=g.n_obs_steps, n_action_steps=g.n_action_steps,
                                   hidden=list(g.hidden), init_std=g.init_std, min_std=g.min_std, max_std=g.max_std)
