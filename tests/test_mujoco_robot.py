@@ -1,0 +1,72 @@
+"""MujocoRobot behind the Robot interface: safety filter, watchdog, latency, pacing."""
+
+import time
+
+import numpy as np
+import pytest
+
+from robolearn.hardware import MujocoRobot, RobotError
+
+
+def test_connect_read_and_track_a_reachable_target():
+    with MujocoRobot(realtime=False) as robot:
+        obs = robot.read()
+        assert obs.joint_pos.shape == (6,) and set(obs.extras) == {"cube_pos", "cube_quat"}
+        target = obs.joint_pos + np.array([0.2, 0.1, -0.1, 0.1, 0.3, 0.0])
+        for _ in range(40):  # 2 s of virtual time at 20 Hz
+            sent = robot.send(target)
+        np.testing.assert_allclose(sent, target, atol=1e-9)
+        np.testing.assert_allclose(robot.read().joint_pos[:5], target[:5], atol=0.03)
+        assert robot.read().timestamp == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(RobotError, match="not connected"):
+        robot.read()
+
+
+def test_commands_are_limited_and_nan_is_held():
+    with MujocoRobot(realtime=False) as robot:
+        start = robot.read().joint_pos
+        sent = robot.send(np.full(6, 100.0))
+        assert np.all(sent <= robot.limits.upper)
+        assert np.all(np.abs(sent - start) <= robot.limits.max_velocity * robot.safety.max_step_seconds + 1e-9)
+        held = robot.send(np.full(6, np.nan))
+        np.testing.assert_array_equal(held, sent)
+        assert np.all(np.isfinite(robot.read().joint_pos))
+
+
+def test_watchdog_holds_position_when_commands_stop():
+    with MujocoRobot(realtime=False, watchdog_timeout=0.25) as robot:
+        for _ in range(5):
+            robot.send(robot.read().joint_pos + 0.05)
+        sent = [robot.tick() for _ in range(20)]  # 1 s with no commands
+        assert robot.safety.watchdog_tripped
+        np.testing.assert_allclose(sent[-1], sent[-10])  # holding, not drifting
+        assert np.abs(robot.read().joint_vel).max() < 0.05
+
+
+def test_stop_latches_until_reset():
+    with MujocoRobot(realtime=False) as robot:
+        position = robot.read().joint_pos
+        robot.stop()
+        for _ in range(10):
+            np.testing.assert_allclose(robot.send(position + 0.5), robot.send(position - 0.5))
+        robot.reset_stop()
+        assert not np.allclose(robot.send(position + 0.5), position, atol=1e-3)
+
+
+def test_command_latency_delays_the_servos():
+    with MujocoRobot(realtime=False, command_latency=0.1) as robot:
+        robot.tick()  # let 0.05 s pass, so the rate limit allows a move
+        robot.tick()
+        robot.tick()  # the held commands have reached the servos by now
+        before = robot.data.ctrl.copy()
+        robot.send(robot.read().joint_pos + 0.05)  # 0.05 s later: not applied yet
+        np.testing.assert_array_equal(robot.data.ctrl, before)
+        robot.tick()
+        robot.tick()  # 0.15 s: applied
+        assert not np.allclose(robot.data.ctrl, before)
+
+
+def test_realtime_pacing_follows_the_wall_clock():
+    with MujocoRobot(realtime=True) as robot:
+        time.sleep(0.2)
+        assert robot.read().timestamp == pytest.approx(0.2, abs=0.1)
