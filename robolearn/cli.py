@@ -29,6 +29,8 @@ commands:
   eval checkpoint=PATH  success rate on fixed seeds, an mp4 and a JSON results file
   finetune checkpoint=PATH   DPPO fine-tuning in simulation (policy=gaussian: the Gaussian PPO baseline)
   collect               run the scripted Lift expert and write a zarr demonstration dataset
+  record                teleoperate a robot (sim, so101, koch) and record episodes
+  replay dataset=PATH   play a recorded episode back on a robot
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
 
 Examples:
@@ -81,10 +83,13 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.datasets.info import dataset_info
     from robolearn.evaluate import run_eval
     from robolearn.finetune import finetune
+    from robolearn.record import record
+    from robolearn.replay import replay
     from robolearn.train import train
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
-            "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune)}
+            "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
+            "record": ("record", record), "replay": ("replay", replay)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from robolearn.hardware import MujocoRobot, RobotError
 def test_connect_read_and_track_a_reachable_target():
     with MujocoRobot(realtime=False) as robot:
         obs = robot.read()
-        assert obs.joint_pos.shape == (6,) and set(obs.extras) == {"cube_pos", "cube_quat"}
+        assert obs.joint_pos.shape == (6,) and set(obs.extras) == {"gripper_opening", "cube_pos", "cube_quat"}
         target = obs.joint_pos + np.array([0.2, 0.1, -0.1, 0.1, 0.3, 0.0])
         for _ in range(40):  # 2 s of virtual time at 20 Hz
             sent = robot.send(target)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -120,14 +122,20 @@ class ReplayBuffer:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-        root = zarr.open_group(path, mode="w", zarr_format=3)
+        # Build the empty store beside its destination, then rename it into place: a reader or a
+        # crash never sees a half-created store.
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.create_group("data")
         meta = root.create_group("meta")
         meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0,
                           compressors=None)
         if attrs:
             root.attrs.update(dict(attrs))
-        return cls(root, path, writable=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+        return cls(zarr.open_group(path, mode="r+"), path, writable=True)
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, attrs: Mapping | None = None) -> ReplayBuffer:

@@ -11,7 +11,7 @@ import numpy as np
 from robolearn.hardware.robot import Robot, RobotObservation
 from robolearn.hardware.safety import SafetyLimits
 from robolearn.sim.arm import JOINT_NAMES, joint_limits, load_model
-from robolearn.sim.lift import HOME_QPOS
+from robolearn.sim.lift import HOME_QPOS, gripper_opening
 
 
 class MujocoRobot(Robot):
@@ -53,11 +53,27 @@ class MujocoRobot(Robot):
         return time.monotonic() - self._wall0 if self.realtime else self.data.time
 
     def _connect(self) -> None:
-        mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
-        self.data.qpos[self._cube:self._cube + 2] = (self.rng.uniform(0.14, 0.24), self.rng.uniform(-0.1, 0.1))
-        self.data.ctrl[:] = HOME_QPOS
-        mujoco.mj_forward(self.model, self.data)
+        self._place_scene()
         self._wall0 = time.monotonic()
+
+    def _place_scene(self) -> None:
+        mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
+        yaw = self.rng.uniform(-np.pi, np.pi)
+        self.data.qpos[self._cube:self._cube + 2] = (self.rng.uniform(0.14, 0.24), self.rng.uniform(-0.1, 0.1))
+        self.data.qpos[self._cube + 3:self._cube + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        self.data.ctrl[:] = HOME_QPOS
+        self._pending.clear()
+        mujoco.mj_forward(self.model, self.data)
+
+    def reset_scene(self, seed: int | None = None) -> None:
+        """Put the arm home and the cube at a new random pose (simulation only), as between episodes."""
+        self._require()
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        t = self.data.time
+        self._place_scene()
+        self.data.time = t  # the clock keeps running
+        self.safety.reset(self._read().joint_pos, self.now())
 
     def _disconnect(self) -> None:
         self._pending.clear()
@@ -77,7 +93,8 @@ class MujocoRobot(Robot):
             q += self.rng.normal(0.0, self.joint_noise, q.shape)
         return RobotObservation(
             timestamp=float(self.data.time), joint_pos=q, joint_vel=self.data.qvel[self._qvel].copy(),
-            extras={"cube_pos": self.data.qpos[self._cube:self._cube + 3].copy(),
+            extras={"gripper_opening": np.array([gripper_opening(self.model, self.data)]),
+                    "cube_pos": self.data.qpos[self._cube:self._cube + 3].copy(),
                     "cube_quat": self.data.qpos[self._cube + 3:self._cube + 7].copy()})
 
     def _write(self, command: np.ndarray) -> None:

@@ -9,25 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from robolearn.sim.arm import ARM_JOINT_NAMES, load_model
-from robolearn.sim.ik import DampedLeastSquaresIK
+from robolearn.sim.ik import DampedLeastSquaresIK, top_down_quat
 
 GRIPPER_OPEN = 0.7  # rad
 GRIPPER_CLOSED = -0.15  # rad; beyond contact, so the servo squeezes at its force limit
 ROLL_LIMIT = 2.6  # rad; grasp yaws needing more wrist roll than this are not offered
-
-
-def _quat_z(angle: float) -> np.ndarray:
-    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
-
-
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
-
-
-_QUAT_Y_PI = np.array([0.0, 0.0, 1.0, 0.0])  # rotation by pi about y: gripper pointing down
 
 
 def cube_yaw(quat: np.ndarray) -> float:
@@ -126,9 +112,7 @@ class LiftExpert:
         if self.phase == "lift":
             gripper = GRIPPER_CLOSED
             self._advance(np.array([self.setpoint[0], self.setpoint[1], self.lift_z]), self.slow_speed)
-        pan = float(np.arctan2(self.setpoint[1], self.setpoint[0]))
-        quat = _quat_mul(_quat_mul(_quat_z(pan), _QUAT_Y_PI), _quat_z(self.roll))
-        self.q_ik, _ = self.ik.solve(self.q_ik, self.setpoint, quat)
+        self.q_ik, _ = self.ik.solve(self.q_ik, self.setpoint, top_down_quat(self.setpoint, self.roll))
         action = np.append(self.q_ik, gripper)
         if self.action_noise > 0:
             action = action + self.rng.normal(0.0, self.action_noise, size=6)

@@ -12,6 +12,27 @@ import mujoco
 import numpy as np
 
 
+def _quat_z(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+
+def top_down_quat(position: np.ndarray, roll: float) -> np.ndarray:
+    """Orientation (w, x, y, z) of the arm's gripper pointing straight down at `position` (m).
+
+    The arm pans towards the point (pan = atan2(y, x)), its pitch joints sum to pi so the
+    gripper points down, and the wrist rolls by `roll` rad: R = Rz(pan) Ry(pi) Rz(roll).
+    """
+    pan = float(np.arctan2(position[1], position[0]))
+    return _quat_mul(_quat_mul(_quat_z(pan), np.array([0.0, 0.0, 1.0, 0.0])), _quat_z(roll))
+
+
 class DampedLeastSquaresIK:
     """Solve for joint positions that put a site at a target position and orientation.
 

@@ -18,6 +18,13 @@ SPAWN_Y = (-0.10, 0.10)
 HOME_QPOS = np.array([0.0, 0.0, np.pi / 2, np.pi / 2, 0.0, 0.6])  # rad, gripper open
 
 
+def gripper_opening(model: mujoco.MjModel, data: mujoco.MjData) -> float:
+    """Distance between the inner faces of the two jaw pads, m (0 when closed)."""
+    left, right = model.geom("pad_left"), model.geom("pad_right")
+    gap = float(np.linalg.norm(data.geom_xpos[left.id] - data.geom_xpos[right.id]))
+    return max(0.0, gap - left.size[0] - right.size[0])
+
+
 class LiftEnv(gym.Env):
     """Lift a cube at least 5 cm above the table.
 
@@ -80,8 +87,6 @@ class LiftEnv(gym.Env):
         self._qpos_adr = np.array([self.model.joint(j).qposadr[0] for j in JOINT_NAMES])
         self._mirror_adr = self.model.joint("gripper_mirror").qposadr[0]
         self._cube_adr = self.model.joint("cube_joint").qposadr[0]
-        self._pad_ids = (self.model.geom("pad_left").id, self.model.geom("pad_right").id)
-        self._pad_thickness = 2 * self.model.geom("pad_left").size[0]
         self.action_low = self.model.actuator_ctrlrange[:, 0].astype(np.float32)
         self.action_high = self.model.actuator_ctrlrange[:, 1].astype(np.float32)
 
@@ -154,8 +159,7 @@ class LiftEnv(gym.Env):
         return renderer.render()
 
     def _obs(self) -> dict:
-        pads = self.data.geom_xpos[list(self._pad_ids)]
-        opening = max(0.0, float(np.linalg.norm(pads[0] - pads[1])) - self._pad_thickness)
+        opening = gripper_opening(self.model, self.data)
         obs = {
             "joint_pos": self.data.qpos[self._qpos_adr].astype(np.float32),
             "gripper_opening": np.array([opening], dtype=np.float32),

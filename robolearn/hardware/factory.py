@@ -1,0 +1,61 @@
+"""Build robots and teleoperation devices from names (used by `robolearn record` and `robolearn replay`)."""
+
+from __future__ import annotations
+
+import yaml
+
+from robolearn.hardware.bus import DynamixelBus, FeetechBus
+from robolearn.hardware.bus_arm import BusArm
+from robolearn.hardware.calibration import ArmCalibration
+from robolearn.hardware.mujoco_robot import MujocoRobot
+from robolearn.hardware.robot import Robot
+from robolearn.hardware.teleop import (ExpertTeleop, GamepadTeleop, KeyboardTeleop, LeaderArmTeleop,
+                                       SpaceMouseTeleop, TeleopDevice)
+
+BUSES = {"feetech": FeetechBus, "dynamixel": DynamixelBus}
+
+
+def make_bus_arm(name: str, port: str | None = None, read_only: bool = False) -> BusArm:
+    """A `BusArm` from configs/hardware/<name>.yaml (bus type, port, baud rate, calibration).
+
+    Raises FileNotFoundError for an unknown name, ValueError for a bad file.
+    """
+    from robolearn.cli import config_dir
+
+    path = config_dir() / "hardware" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(f"no hardware config {path.name}; known robots: sim, {', '.join(known)}")
+    spec = yaml.safe_load(path.read_text())["bus"]
+    if spec.get("type") not in BUSES:
+        raise ValueError(f"{path}: bus.type must be one of {sorted(BUSES)}, got {spec.get('type')!r}")
+    bus = BUSES[spec["type"]](port or spec["port"], int(spec.get("baudrate", 1_000_000)))
+    return BusArm(bus, ArmCalibration.load(path), read_only=read_only)
+
+
+def make_robot(name: str, port: str | None = None, realtime: bool = True, control_hz: float = 20.0,
+               sim: dict | None = None) -> Robot:
+    """"sim" -> `MujocoRobot` (options in `sim`: joint_noise, command_latency, mass_scale,
+    damping_scale, seed); any other name -> `make_bus_arm(name, port)`."""
+    if name == "sim":
+        return MujocoRobot(realtime=realtime, control_hz=control_hz, **(sim or {}))
+    return make_bus_arm(name, port)
+
+
+def make_device(name: str, rate_hz: float = 20.0, leader: str | None = None, leader_port: str | None = None,
+                episodes: int = 1, seed: int = 0) -> TeleopDevice:
+    """keyboard | gamepad | spacemouse | leader (a read-only `make_bus_arm(leader, leader_port)`
+    mirrored in joint space, episode keys from the keyboard) | expert (scripted, simulation)."""
+    if name == "keyboard":
+        return KeyboardTeleop()
+    if name == "gamepad":
+        return GamepadTeleop(rate_hz=rate_hz)
+    if name == "spacemouse":
+        return SpaceMouseTeleop(rate_hz=rate_hz)
+    if name == "leader":
+        if not leader:
+            raise ValueError("device=leader needs leader=<hardware config name>, e.g. leader=so101")
+        return LeaderArmTeleop(make_bus_arm(leader, leader_port, read_only=True), events_from=KeyboardTeleop())
+    if name == "expert":
+        return ExpertTeleop(episodes=episodes, seed=seed)
+    raise ValueError(f"unknown teleoperation device {name!r}: keyboard, gamepad, spacemouse, leader or expert")
