@@ -27,11 +27,11 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # 3. torch: keep one already installed (e.g. a CUDA build); otherwise 2.13.0 (the CPU build here).
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
 
-# 4. robolearn itself, editable, with the test tools; redone only when pyproject.toml changes.
+# 4. robolearn itself, editable, with the test tools and OpenCV cameras; redone only when pyproject.toml changes.
 stamp=.venv/.robolearn-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "${pip[@]}" install -e ".[test]"
+  "${pip[@]}" install -e ".[test,camera]"
   echo "$want" > "$stamp"
 fi
 echo "setup: robolearn is installed in .venv (run .venv/bin/robolearn --help)"

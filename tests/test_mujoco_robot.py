@@ -70,3 +70,26 @@ def test_realtime_pacing_follows_the_wall_clock():
     with MujocoRobot(realtime=True) as robot:
         time.sleep(0.2)
         assert robot.read().timestamp == pytest.approx(0.2, abs=0.1)
+
+
+def test_simulated_camera_frames():
+    with MujocoRobot(realtime=False, cameras={"front": (48, 64), "wrist": (32, 32)}) as robot:
+        images = robot.read().images
+        assert images["front"].shape == (48, 64, 3) and images["wrist"].shape == (32, 32, 3)
+        assert images["front"].dtype == np.uint8 and images["front"].std() > 5
+
+
+def test_opencv_camera_reads_timestamped_rgb_frames(tmp_path):
+    import imageio
+
+    from robolearn.hardware import OpenCVCamera
+
+    frames = [np.full((32, 48, 3), (200, 20, 20), np.uint8) for _ in range(5)]
+    imageio.mimsave(tmp_path / "clip.mp4", frames, fps=10, macro_block_size=8)
+    with OpenCVCamera(str(tmp_path / "clip.mp4")) as camera:
+        t0, frame = camera.read()
+        t1, _ = camera.read()
+    assert frame.shape == (32, 48, 3) and t1 >= t0
+    assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 80  # RGB order, not OpenCV's BGR
+    with pytest.raises(RobotError, match="cannot be opened"):
+        OpenCVCamera(str(tmp_path / "missing.mp4")).connect()

@@ -15,6 +15,16 @@ from robolearn.hardware.robot import RobotError
 BUSES = [("feetech", FeetechBus), ("dynamixel", DynamixelBus)]
 
 
+def eventually(condition, seconds: float = 1.0) -> bool:
+    """Sync writes get no status packet: give the emulator thread a moment to apply them."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 @pytest.fixture(params=BUSES, ids=[b[0] for b in BUSES])
 def bus_pair(request):
     protocol, cls = request.param
@@ -29,9 +39,9 @@ def test_ping_read_write_and_sync(bus_pair):
         addr, n = cls.REGISTERS["goal_position"]
         bus.write(2, addr, 1234, n)
         assert emu.goal(2) == 1234 and bus.read(2, addr, n) == 1234
-        bus.sync_write(addr, n, {1: 100, 5: 4000})
-        assert (emu.goal(1), emu.goal(5)) == (100, 4000)
+        bus.sync_write(addr, n, {1: 100, 5: 4000})  # no status packet: read back to order the check
         assert bus.sync_read([1, 2, 5], addr, n) == {1: 100, 2: 1234, 5: 4000}
+        assert (emu.goal(1), emu.goal(5)) == (100, 4000)
 
 
 def test_dynamixel_byte_stuffing_round_trip():
@@ -82,19 +92,19 @@ def test_bus_arm_reads_and_commands_through_calibration_and_safety(bus_pair):
     emu, cls = bus_pair
     cal = ArmCalibration.load(config_dir() / "hardware" / "so101.yaml")
     with BusArm(cls(emu.port), cal) as arm:
-        assert all(emu._get(sid, "torque_enable") == 1 for sid in range(1, 7))
+        assert eventually(lambda: all(emu._get(sid, "torque_enable") == 1 for sid in range(1, 7)))
         np.testing.assert_allclose(arm.read().joint_pos, 0.0, atol=1e-9)  # emulator starts at 2048 ticks
         target = np.array([0.2, -0.1, 0.3, 0.1, -0.2, 0.3])
         for _ in range(40):
             sent = arm.send(target)
             time.sleep(0.01)
         np.testing.assert_allclose(sent, target)  # reachable, so passed through once the rate limit allows
-        assert [emu.goal(s) for s in range(1, 7)] == cal.to_ticks(target).tolist()
         time.sleep(0.2)
         np.testing.assert_allclose(arm.read().joint_pos, target, atol=2 * np.pi / 4096)
+        assert [emu.goal(s) for s in range(1, 7)] == cal.to_ticks(target).tolist()
         first = arm.send(np.full(6, np.nan))  # NaN: the previous command is held on the bus
         np.testing.assert_allclose(first, target)
-    assert all(emu._get(sid, "torque_enable") == 0 for sid in range(1, 7))
+    assert eventually(lambda: all(emu._get(sid, "torque_enable") == 0 for sid in range(1, 7)))
 
 
 def test_bus_arm_connect_names_a_missing_servo(bus_pair):

@@ -110,3 +110,26 @@ def test_sigkill_while_recording_keeps_finished_episodes(tmp_path):
         ep = rb.get_episode(i)
         assert ep["done"][-1] and not ep["done"][:-1].any()
         assert len(ep["action"]) == len(ep["joint_pos"]) > 20
+
+
+def test_keyboard_recording_in_a_terminal_session(tmp_path):
+    """Keys typed into `robolearn record` (simulated arm, real time): start, move, save, quit."""
+    proc = subprocess.Popen([sys.executable, "-m", "robolearn", "record", "device=keyboard",
+                             f"output={tmp_path}/kb.zarr"], cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (tmp_path / "kb.zarr").exists():  # the recorder is up once its dataset exists
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    for keys in (b"c", b"wwww", b"rrrr", b"g", b"v", b"\x1b"):
+        time.sleep(0.6)
+        proc.stdin.write(keys)
+        proc.stdin.flush()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    rb = ReplayBuffer.open(tmp_path / "kb.zarr")
+    assert rb.n_episodes == 1
+    ep = rb.get_episode(0)
+    assert len(ep["action"]) >= 10  # about 2.4 s at 20 Hz
+    assert ep["action"][-1, 5] < ep["action"][0, 5]  # the gripper was closed with g
+    assert np.ptp(ep["action"][:, 1]) > 0.01  # the arm moved

@@ -1,10 +1,9 @@
-"""Hardware: the `Robot` interface, its safety layer, and the simulated `MujocoRobot`.
+"""Hardware: the `Robot` interface and its safety layer, the simulated `MujocoRobot`, Feetech and
+Dynamixel bus arms (`bus_arm`), cameras, and teleoperation devices (`teleop`)."""
 
-Bus drivers (Feetech, Dynamixel) and teleoperation devices arrive with issue 6.
-"""
-
+from robolearn.hardware.camera import OpenCVCamera
 from robolearn.hardware.mujoco_robot import MujocoRobot
 from robolearn.hardware.robot import Robot, RobotError, RobotObservation
 from robolearn.hardware.safety import SafetyFilter, SafetyLimits
 
-__all__ = ["MujocoRobot", "Robot", "RobotError", "RobotObservation", "SafetyFilter", "SafetyLimits"]
+__all__ = ["MujocoRobot", "OpenCVCamera", "Robot", "RobotError", "RobotObservation", "SafetyFilter", "SafetyLimits"]

@@ -33,6 +33,7 @@ class BusArm(Robot):
         calibration: per-joint calibration.
         torque_off_on_disconnect: release the servos when disconnecting (the arm goes limp).
         read_only: never enable torque or write (a leader arm for teleoperation).
+        cameras: name -> `OpenCVCamera`, read into `RobotObservation.images` (optional).
 
     Raises:
         RobotError: a servo does not answer on connect (naming the joint and ID).
@@ -42,7 +43,7 @@ class BusArm(Robot):
     joint_names = JOINT_NAMES
 
     def __init__(self, bus: ServoBus, calibration: ArmCalibration, torque_off_on_disconnect: bool = True,
-                 read_only: bool = False, watchdog_timeout: float = 0.25):
+                 read_only: bool = False, watchdog_timeout: float = 0.25, cameras: dict | None = None):
         self.limits = SafetyLimits.from_joint_limits(joint_limits())
         super().__init__(watchdog_timeout=watchdog_timeout)
         self.bus, self.calibration = bus, calibration
@@ -50,6 +51,7 @@ class BusArm(Robot):
         self._ids = calibration.servo_ids
         self._regs = type(bus).REGISTERS
         self._last: tuple[float, np.ndarray] | None = None
+        self.cameras = dict(cameras or {})
 
     def _reg(self, name: str) -> tuple[int, int]:
         return self._regs[name]
@@ -67,8 +69,12 @@ class BusArm(Robot):
             self._set_all("torque_enable", 0)  # the mode can only change with torque off
             self._set_all("operating_mode", POSITION_MODE[type(self.bus)])
             self._set_all("torque_enable", 1)
+        for camera in self.cameras.values():
+            camera.connect()
 
     def _disconnect(self) -> None:
+        for camera in self.cameras.values():
+            camera.disconnect()
         if self.torque_off_on_disconnect and not self.read_only:
             self._set_all("torque_enable", 0)
         self.bus.close()
@@ -80,7 +86,8 @@ class BusArm(Robot):
         now = time.monotonic()
         vel = np.zeros_like(q) if self._last is None else (q - self._last[1]) / max(now - self._last[0], 1e-6)
         self._last = (now, q)
-        return RobotObservation(timestamp=now, joint_pos=q, joint_vel=vel)
+        images = {name: camera.read()[1] for name, camera in self.cameras.items()}
+        return RobotObservation(timestamp=now, joint_pos=q, joint_vel=vel, images=images)
 
     def _write(self, command: np.ndarray) -> None:
         if self.read_only:

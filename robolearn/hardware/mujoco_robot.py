@@ -27,13 +27,15 @@ class MujocoRobot(Robot):
         mass_scale, damping_scale: multiply every body mass / joint damping (perturbed dynamics).
         seed: for the noise and the initial cube pose.
         watchdog_timeout: see `SafetyFilter`.
+        cameras: name of a camera in the model ("front", "top", "wrist") -> (height, width) px;
+            rendered off-screen into `RobotObservation.images` on every read.
     """
 
     joint_names = JOINT_NAMES
 
     def __init__(self, realtime: bool = True, control_hz: float = 20.0, joint_noise: float = 0.0,
                  command_latency: float = 0.0, mass_scale: float = 1.0, damping_scale: float = 1.0, seed: int = 0,
-                 watchdog_timeout: float = 0.25):
+                 watchdog_timeout: float = 0.25, cameras: dict[str, tuple[int, int]] | None = None):
         self.model = load_model()
         self.limits = SafetyLimits.from_joint_limits(joint_limits(self.model))
         super().__init__(watchdog_timeout=watchdog_timeout)
@@ -47,6 +49,8 @@ class MujocoRobot(Robot):
         self._qvel = np.array([self.model.joint(j).dofadr[0] for j in JOINT_NAMES])
         self._cube = self.model.joint("cube_joint").qposadr[0]
         self._pending: deque = deque()  # (time due, command) for latency
+        self.camera_sizes = dict(cameras or {})
+        self._renderers: dict[str, mujoco.Renderer] = {}
         self._wall0 = 0.0
 
     def now(self) -> float:
@@ -77,6 +81,15 @@ class MujocoRobot(Robot):
 
     def _disconnect(self) -> None:
         self._pending.clear()
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    def _render(self, name: str) -> np.ndarray:
+        if name not in self._renderers:
+            self._renderers[name] = mujoco.Renderer(self.model, *self.camera_sizes[name])
+        self._renderers[name].update_scene(self.data, name)
+        return self._renderers[name].render()
 
     def _advance_to(self, t: float) -> None:
         """Step physics to time t (s), applying latency-delayed commands when they fall due."""
@@ -95,7 +108,8 @@ class MujocoRobot(Robot):
             timestamp=float(self.data.time), joint_pos=q, joint_vel=self.data.qvel[self._qvel].copy(),
             extras={"gripper_opening": np.array([gripper_opening(self.model, self.data)]),
                     "cube_pos": self.data.qpos[self._cube:self._cube + 3].copy(),
-                    "cube_quat": self.data.qpos[self._cube + 3:self._cube + 7].copy()})
+                    "cube_quat": self.data.qpos[self._cube + 3:self._cube + 7].copy()},
+            images={name: self._render(name) for name in self.camera_sizes})
 
     def _write(self, command: np.ndarray) -> None:
         self._pending.append((self.data.time + self.command_latency, command.copy()))
