@@ -30,6 +30,7 @@ commands:
   finetune checkpoint=PATH   DPPO fine-tuning in simulation (policy=gaussian: the Gaussian PPO baseline)
   collect               run the scripted Lift expert and write a zarr demonstration dataset
   record                teleoperate a robot (sim, so101, koch) and record episodes
+  calibrate robot=so101 measure a bus arm's zero pose and joint ranges into a calibration YAML
   replay dataset=PATH   play a recorded episode back on a robot
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
 
@@ -79,6 +80,7 @@ def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obje
 
 
 def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
+    from robolearn.calibrate import calibrate
     from robolearn.collect import collect
     from robolearn.datasets.info import dataset_info
     from robolearn.evaluate import run_eval
@@ -89,7 +91,7 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
             "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
-            "record": ("record", record), "replay": ("replay", replay)}
+            "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,9 +56,9 @@ def record(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     try:
         robot = make_robot(cfg.robot, port=cfg.port, realtime=cfg.realtime, control_hz=cfg.rate_hz,
-                           sim=OmegaConf.to_container(cfg.sim, resolve=True))
+                           sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration)
         device = make_device(cfg.device, rate_hz=cfg.rate_hz, leader=cfg.leader, leader_port=cfg.leader_port,
-                             episodes=cfg.max_episodes or 1, seed=cfg.seed)
+                             episodes=cfg.max_episodes or 1, seed=cfg.seed, leader_calibration=cfg.leader_calibration)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     attrs = {"robolearn": {"recorded_with": cfg.device, "robot": cfg.robot, "rate_hz": float(cfg.rate_hz)}}

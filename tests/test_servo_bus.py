@@ -113,3 +113,31 @@ def test_bus_arm_connect_names_a_missing_servo(bus_pair):
     cal = ArmCalibration.load(config_dir() / "hardware" / "so101.yaml")
     with pytest.raises(RobotError, match=r"elbow_flex \(ID 3\)"):
         BusArm(cls(emu.port), cal).connect()
+
+
+def test_calibrate_command_measures_zero_pose_and_ranges(tmp_path):
+    import subprocess
+    import sys
+
+    from robolearn.hardware.factory import make_bus_arm
+
+    with ServoBusEmulator("feetech", range(1, 7), FeetechBus.REGISTERS, initial_position=2100) as emu:
+        out = tmp_path / "follower.yaml"
+        proc = subprocess.Popen([sys.executable, "-m", "robolearn", "calibrate", "robot=so101", f"port={emu.port}",
+                                 f"output={out}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert "zero pose" in proc.stdout.readline()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert "whole range" in proc.stdout.readline()
+        for value in (1500, 2700, 2200):  # the person sweeps every joint
+            for sid in range(1, 7):
+                emu._set(sid, "present_position", value)
+            time.sleep(0.3)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+        cal = ArmCalibration.load(out)
+        j = cal.joints["elbow_flex"]
+        assert (j.servo_id, j.homing_offset, j.range_min, j.range_max) == (3, 2100, 1500, 2700)
+        with make_bus_arm("so101", calibration=str(out), read_only=True) as arm:  # the written file drives it
+            np.testing.assert_allclose(arm.read().joint_pos, (2200 - 2100) * 2 * np.pi / 4096)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from robolearn.hardware.bus import DynamixelBus, FeetechBus
@@ -15,17 +17,33 @@ from robolearn.hardware.teleop import (ExpertTeleop, GamepadTeleop, KeyboardTele
 BUSES = {"feetech": FeetechBus, "dynamixel": DynamixelBus}
 
 
-def make_bus_arm(name: str, port: str | None = None, read_only: bool = False) -> BusArm:
-    """A `BusArm` from configs/hardware/<name>.yaml (bus type, port, baud rate, calibration).
+def hardware_config_path(name: str) -> Path:
+    """configs/hardware/<name>.yaml, or `name` itself if it is a path to a YAML file.
 
-    Raises FileNotFoundError for an unknown name, ValueError for a bad file.
+    Raises FileNotFoundError naming the known robots.
     """
     from robolearn.cli import config_dir
 
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"hardware config not found: {path}")
+        return path
     path = config_dir() / "hardware" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise FileNotFoundError(f"no hardware config {path.name}; known robots: sim, {', '.join(known)}")
+    return path
+
+
+def make_bus_arm(name: str, port: str | None = None, read_only: bool = False,
+                 calibration: str | None = None) -> BusArm:
+    """A `BusArm` from configs/hardware/<name>.yaml (bus type, port, baud rate, calibration).
+
+    `calibration`: a YAML written by `robolearn calibrate` that replaces the shipped calibration
+    (and bus settings). Raises FileNotFoundError for an unknown name, ValueError for a bad file.
+    """
+    path = hardware_config_path(calibration or name)
     spec = yaml.safe_load(path.read_text())["bus"]
     if spec.get("type") not in BUSES:
         raise ValueError(f"{path}: bus.type must be one of {sorted(BUSES)}, got {spec.get('type')!r}")
@@ -34,16 +52,16 @@ def make_bus_arm(name: str, port: str | None = None, read_only: bool = False) ->
 
 
 def make_robot(name: str, port: str | None = None, realtime: bool = True, control_hz: float = 20.0,
-               sim: dict | None = None) -> Robot:
+               sim: dict | None = None, calibration: str | None = None) -> Robot:
     """"sim" -> `MujocoRobot` (options in `sim`: joint_noise, command_latency, mass_scale,
-    damping_scale, seed); any other name -> `make_bus_arm(name, port)`."""
+    damping_scale, seed); any other name -> `make_bus_arm(name, port, calibration=calibration)`."""
     if name == "sim":
         return MujocoRobot(realtime=realtime, control_hz=control_hz, **(sim or {}))
-    return make_bus_arm(name, port)
+    return make_bus_arm(name, port, calibration=calibration)
 
 
 def make_device(name: str, rate_hz: float = 20.0, leader: str | None = None, leader_port: str | None = None,
-                episodes: int = 1, seed: int = 0) -> TeleopDevice:
+                episodes: int = 1, seed: int = 0, leader_calibration: str | None = None) -> TeleopDevice:
     """keyboard | gamepad | spacemouse | leader (a read-only `make_bus_arm(leader, leader_port)`
     mirrored in joint space, episode keys from the keyboard) | expert (scripted, simulation)."""
     if name == "keyboard":
@@ -55,7 +73,8 @@ def make_device(name: str, rate_hz: float = 20.0, leader: str | None = None, lea
     if name == "leader":
         if not leader:
             raise ValueError("device=leader needs leader=<hardware config name>, e.g. leader=so101")
-        return LeaderArmTeleop(make_bus_arm(leader, leader_port, read_only=True), events_from=KeyboardTeleop())
+        return LeaderArmTeleop(make_bus_arm(leader, leader_port, read_only=True, calibration=leader_calibration),
+                               events_from=KeyboardTeleop())
     if name == "expert":
         return ExpertTeleop(episodes=episodes, seed=seed)
     raise ValueError(f"unknown teleoperation device {name!r}: keyboard, gamepad, spacemouse, leader or expert")
