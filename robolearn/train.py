@@ -141,6 +141,7 @@ def train(cfg: DictConfig) -> dict:
           f"{len(data)} train / {len(val)} val windows from {dataset_path}")
     writer = SummaryWriter(str(run_dir / "tb"))
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
+    has_sim = cfg.task.env_id is not None  # a real robot's task has no simulator to evaluate in
 
     def save(at_step: int, is_best: bool) -> None:
         opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
@@ -176,7 +177,7 @@ def train(cfg: DictConfig) -> dict:
         if step % tc.val_every == 0 or step == tc.steps:
             writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
         is_best = False
-        if ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
+        if has_sim and ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
             results = evaluate_policy(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs, progress=False)
             writer.add_scalar("eval/success_rate", results["success_rate"], step)
             writer.add_scalar("eval/mean_length", results["mean_length"], step)
@@ -189,8 +190,14 @@ def train(cfg: DictConfig) -> dict:
     bar.close()
     train_seconds = time.perf_counter() - t_train
 
-    final_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
     final_ckpt = checkpoints.best or checkpoints.latest
+    if not has_sim or not ec.final_n_episodes:
+        writer.close()
+        print(f"\ncheckpoint: {final_ckpt}  (no simulator evaluation for task {cfg.task.name})")
+        print(f"logs:       tensorboard --logdir {run_dir / 'tb'}")
+        print(f"time: train {train_seconds / 60:.1f} min (this run)")
+        return {"checkpoint": str(final_ckpt.resolve()), "train_steps": step}
+    final_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
     print(f"final evaluation of {final_ckpt.resolve().name} ({'best' if checkpoints.best else 'latest'}) "
           f"on {len(final_seeds)} held-out test seeds from {ec.seed}")
     final_policy = load_policy(final_ckpt, device=device)

@@ -133,3 +133,11 @@ def test_keyboard_recording_in_a_terminal_session(tmp_path):
     assert len(ep["action"]) >= 10  # about 2.4 s at 20 Hz
     assert ep["action"][-1, 5] < ep["action"][0, 5]  # the gripper was closed with g
     assert np.ptp(ep["action"][:, 1]) > 0.01  # the arm moved
+
+
+def test_a_real_arm_recording_trains_without_a_simulator(tmp_path):
+    run("record", "device=expert", "max_episodes=2", "realtime=false", f"output={tmp_path}/rec.zarr", cwd=tmp_path)
+    out = run("train", "task=real_joints", f"dataset={tmp_path}/rec.zarr", f"run_dir={tmp_path}/run",
+              "training.steps=5", "training.val_ratio=0.0", *TINY, cwd=tmp_path).stdout
+    assert "no simulator evaluation" in out
+    assert (tmp_path / "run" / "checkpoints" / "latest" / "ema.safetensors").is_file()
