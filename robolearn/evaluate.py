@@ -91,6 +91,17 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
             "seeds": seeds, "video": video, "seconds": time.perf_counter() - t0}
 
 
+def selection_eval(policy, env_id: str, seeds, env_kwargs: dict, writer, step: int, best: float,
+                   label: str) -> tuple[dict, bool, float]:
+    """Periodic evaluation during training on checkpoint-selection seeds: logs eval/success_rate and
+    eval/mean_length at `step`, prints a line, and returns (results, is_new_best, best_so_far)."""
+    results = evaluate_policy(policy, env_id, seeds, env_kwargs, progress=False)
+    writer.add_scalar("eval/success_rate", results["success_rate"], step)
+    writer.add_scalar("eval/mean_length", results["mean_length"], step)
+    tqdm.write(f"{label}: {format_results(results)}")
+    return results, results["success_rate"] > best, max(best, results["success_rate"])
+
+
 def format_results(results: dict) -> str:
     lo, hi = results["ci95"]
     return (f"success {results['success_rate']:.1%} ({sum(results['successes'])}/{results['n_episodes']}, "

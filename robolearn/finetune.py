@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from robolearn.datasets import SequenceDataset
 from robolearn.errors import UserError
-from robolearn.evaluate import evaluate_policy, format_results
+from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianChunkPolicy, GaussianPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, load_policy, numpy_rng_state,
                                            optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng)
@@ -317,14 +317,11 @@ def finetune(cfg: DictConfig) -> dict:
         bar.set_postfix(env_steps=env_steps, rollout_success=f"{successes / max(finished, 1):.0%}")
         is_best = False
         if ec.n_episodes and (it % ec.every == 0 or it == pc.iterations):
-            results = evaluate_policy(policy, cfg.task.env_id, selection_seeds, env_kwargs, progress=False)
+            results, is_best, best = selection_eval(policy, cfg.task.env_id, selection_seeds, env_kwargs, writer, it,
+                                                    best, f"iteration {it} ({env_steps} env steps)")
             history.append({"iteration": it, "env_steps": env_steps, "wall_s": time.perf_counter() - wall0,
                             "success_rate": results["success_rate"]})
-            writer.add_scalar("eval/success_rate", results["success_rate"], it)
             writer.add_scalar("eval/success_rate_vs_env_steps", results["success_rate"], env_steps)
-            tqdm.write(f"iteration {it} ({env_steps} env steps): {format_results(results)}")
-            is_best = results["success_rate"] > best
-            best = max(best, results["success_rate"])
         if it % cfg.checkpoint_every == 0 or it == pc.iterations or is_best:
             save(it, is_best)
     bar.close()

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from robolearn.collect import collect_dataset
 from robolearn.datasets import SequenceDataset
 from robolearn.errors import UserError
-from robolearn.evaluate import evaluate_policy, format_results
+from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy_rng_state,
                                            optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng)
@@ -178,12 +178,8 @@ def train(cfg: DictConfig) -> dict:
             writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
         is_best = False
         if has_sim and ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
-            results = evaluate_policy(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs, progress=False)
-            writer.add_scalar("eval/success_rate", results["success_rate"], step)
-            writer.add_scalar("eval/mean_length", results["mean_length"], step)
-            tqdm.write(f"step {step}: selection eval {format_results(results)}")
-            is_best = results["success_rate"] > best_success
-            best_success = max(best_success, results["success_rate"])
+            _, is_best, best_success = selection_eval(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs,
+                                                      writer, step, best_success, f"step {step}: selection eval")
         if step % tc.checkpoint_every == 0 or step == tc.steps or is_best:
             save(step, is_best)
         writer.flush()

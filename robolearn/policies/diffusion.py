@@ -11,18 +11,19 @@ executed (action chunking, Sec. IV-C). Training uses the DDPM objective of Ho et
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.policies.config import SerializableConfig
 from robolearn.policies.unet1d import ConditionalUnet1D
 
 
 @dataclass
-class DiffusionPolicyConfig:
+class DiffusionPolicyConfig(SerializableConfig):
     """Everything needed to rebuild a `DiffusionPolicy` (saved as YAML in checkpoints).
 
     Attributes:
@@ -54,16 +55,7 @@ class DiffusionPolicyConfig:
     num_inference_steps: int = 10
     ft_denoising_steps: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> DiffusionPolicyConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown DiffusionPolicy config keys {sorted(unknown)}")
-        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
 
 
 def encode_obs_history(obs: dict, normalizer: LinearNormalizer, obs_keys, obs_dims, n_obs_steps: int,

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.policies.config import SerializableConfig
 from robolearn.policies.diffusion import encode_obs_history
 
 
 @dataclass
-class GaussianPolicyConfig:
+class GaussianPolicyConfig(SerializableConfig):
     """Shape of a `GaussianChunkPolicy` (saved as YAML in checkpoints).
 
     The policy predicts n_action_steps actions starting at the latest observation, from the
@@ -29,15 +30,6 @@ class GaussianPolicyConfig:
     min_std: float = 0.01
     max_std: float = 0.2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GaussianPolicyConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown GaussianChunkPolicy config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 class GaussianChunkPolicy(nn.Module):
