@@ -146,7 +146,7 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
 class CheckpointManager:
     """`latest` and best-by-success checkpoints under `root`, each swapped in atomically.
 
-    Folders are named `step_XXXXXXX`; `latest` and `best` are symlinks to them. Folders no
+    Folders are named by step (`step_0001000`); `latest` and `best` are symlinks to them. Folders no
     longer pointed at are removed.
     """
 
