@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.datasets import SequenceDataset
+from robolearn.devices import pick_device
 from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianChunkPolicy, GaussianPolicyConfig
@@ -31,7 +32,6 @@ from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, l
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
 from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
-from robolearn.train import pick_device
 
 
 def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int) -> DiffusionPolicy:

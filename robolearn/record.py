@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,28 +12,9 @@ from rich.live import Live
 from robolearn.datasets import ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.hardware.factory import make_device, make_robot
+from robolearn.hardware.rate import Rate
 from robolearn.hardware.robot import RobotObservation
 from robolearn.hardware.teleop import CartesianMapper, KeyboardTeleop
-
-
-class Rate:
-    """Run a loop at `hz`: `sleep()` waits for the next tick (no waiting when realtime=False)."""
-
-    def __init__(self, hz: float, realtime: bool = True):
-        self.period, self.realtime = 1.0 / hz, realtime
-        self.next = time.monotonic() + self.period
-        self.overruns = 0
-
-    def sleep(self) -> None:
-        if not self.realtime:
-            return
-        delay = self.next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        else:
-            self.overruns += 1
-            self.next = time.monotonic()
-        self.next += self.period
 
 
 def observation_row(obs: RobotObservation, t0: float) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.datasets import ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.hardware.factory import make_robot
-from robolearn.record import Rate
+from robolearn.hardware.rate import Rate
 
 
 def replay(cfg: DictConfig) -> dict:

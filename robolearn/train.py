@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from robolearn.collect import collect_dataset
 from robolearn.datasets import SequenceDataset
+from robolearn.devices import pick_device
 from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
@@ -26,20 +27,6 @@ from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy
 from robolearn.policies.diffusion import check_dataset_matches
 
 POLICY_CONFIG_KEYS = set(DiffusionPolicyConfig.__dataclass_fields__) - {"obs_keys", "obs_dims", "action_dim"}
-
-
-def pick_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; otherwise the named device.
-
-    Raises:
-        UserError: a CUDA device was asked for but CUDA is not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available; use device=auto or device=cpu")
-    return device
 
 
 class BatchStream:
