@@ -28,7 +28,8 @@ from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianChunkPolicy, GaussianPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, load_policy, numpy_rng_state,
-                                           optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng)
+                                           optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng,
+                                           save_policy)
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
 from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
@@ -262,8 +263,9 @@ def finetune(cfg: DictConfig) -> dict:
                    **{f"critic.{k}": v for k, v in critic.state_dict().items()}, "torch_rng": torch.get_rng_state()}
         meta = {"iteration": iteration, "env_steps": env_steps, "best_success": best, "actor_opt": a_meta,
                 "critic_opt": c_meta, "scaler": scaler.state(), "rng": numpy_rng_state(rng)}
-        checkpoints.save(iteration, policy, None, tensors, meta,
-                         extra_config={"finetune": OmegaConf.to_container(cfg, resolve=True)}, is_best=is_best)
+        extra = {"finetune": OmegaConf.to_container(cfg, resolve=True)}
+        checkpoints.save(iteration, lambda folder: save_policy(folder, policy, None, extra), tensors, meta,
+                         is_best=is_best)
         (run_dir / "curve.json").write_text(json.dumps(history, indent=1))
 
     bar = tqdm(range(start_iter, pc.iterations), initial=start_iter, total=pc.iterations, desc=f"finetune {cfg.policy.name}",

@@ -23,7 +23,8 @@ from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy_rng_state,
-                                           optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng)
+                                           optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng,
+                                           save_policy)
 from robolearn.policies.diffusion import check_dataset_matches
 
 POLICY_CONFIG_KEYS = set(DiffusionPolicyConfig.__dataclass_fields__) - {"obs_keys", "obs_dims", "action_dim"}
@@ -137,7 +138,8 @@ def train(cfg: DictConfig) -> dict:
             tensors["cuda_rng"] = torch.cuda.get_rng_state()
         meta = {"step": at_step, "best_success": best_success, "ema_step": ema.step, "optimizer": opt_meta,
                 "scheduler": scheduler.state_dict(), "batches": batches.state()}
-        checkpoints.save(at_step, policy, ema.averaged, tensors, meta, extra_config=saved_config, is_best=is_best)
+        checkpoints.save(at_step, lambda folder: save_policy(folder, policy, ema.averaged, saved_config),
+                         tensors, meta, is_best=is_best)
 
     policy.train()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -164,12 +165,17 @@ class CheckpointManager:
         link = self.root / "best"
         return link if link.exists() else None
 
-    def save(self, step: int, policy, ema_policy, train_tensors: dict,
-             train_meta: dict, extra_config: dict | None = None, is_best: bool = False) -> Path:
-        """Write a complete checkpoint for `step`, then point `latest` (and `best`) at it."""
+    def save(self, step: int, write_model: Callable[[Path], None], train_tensors: dict, train_meta: dict,
+             is_best: bool = False) -> Path:
+        """Write a complete checkpoint for `step`, then point `latest` (and `best`) at it.
+
+        `write_model(folder)` writes the model files (e.g. `save_policy`); the training state goes
+        to train_state.safetensors / train_state.json beside them.
+        """
         name = f"step_{step:07d}"
         tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-        save_policy(tmp, policy, ema_policy, extra_config)
+        tmp.mkdir(parents=True)
+        write_model(tmp)
         save_file(_contiguous(train_tensors), tmp / "train_state.safetensors")
         (tmp / "train_state.json").write_text(json.dumps(train_meta, indent=1))
         for f in tmp.iterdir():
