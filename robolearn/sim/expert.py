@@ -14,6 +14,11 @@ from robolearn.sim.ik import DampedLeastSquaresIK, top_down_quat
 GRIPPER_OPEN = 0.7  # rad
 GRIPPER_CLOSED = -0.15  # rad; beyond contact, so the servo squeezes at its force limit
 ROLL_LIMIT = 2.6  # rad; grasp yaws needing more wrist roll than this are not offered
+#: Injected mistakes (`failure_rate`): close the jaws too early while still above the cube,
+#: or aim the whole grasp at a point beside the cube.
+FAILURES = ("early_close", "offset")
+EARLY_CLOSE_HEIGHT = (0.035, 0.065)  # m above the grasp point where an early close happens
+OFFSET_DISTANCE = (0.035, 0.05)  # m, horizontal distance of a misplaced grasp from the cube centre
 
 
 def cube_yaw(quat: np.ndarray) -> float:
@@ -45,10 +50,22 @@ class LiftExpert:
         fast_speed, slow_speed: set-point speeds for the approach and for descend/lift, m/s.
         action_noise: std of Gaussian noise added to every joint target, rad (for
             mixed-quality data); 0 for a clean expert.
+        failure_rate: probability that an episode carries an injected mistake (for
+            mixed-quality data): one of `FAILURES`, drawn uniformly. After the mistake the
+            expert carries on with its plan (lifts the empty jaws), so such episodes fail.
+            The episode's mistake is `self.failure` (None for a clean episode).
+
+    Raises:
+        ValueError: action_noise < 0 or failure_rate outside [0, 1].
     """
 
     def __init__(self, control_hz: float = 20.0, fast_speed: float = 0.3, slow_speed: float = 0.12,
-                 approach_height: float = 0.07, lift_z: float = 0.13, action_noise: float = 0.0):
+                 approach_height: float = 0.07, lift_z: float = 0.13, action_noise: float = 0.0,
+                 failure_rate: float = 0.0):
+        if action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0 rad, got {action_noise}")
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be in [0, 1], got {failure_rate}")
         model = load_model()
         self.ik = DampedLeastSquaresIK(model, "grasp_site", ARM_JOINT_NAMES)
         self.dt = 1.0 / control_hz
@@ -57,6 +74,7 @@ class LiftExpert:
         self.approach_height = approach_height
         self.lift_z = lift_z
         self.action_noise = action_noise
+        self.failure_rate = failure_rate
         self.rng = np.random.default_rng()
 
     def reset(self, obs: dict, rng: np.random.Generator | None = None) -> None:
@@ -77,6 +95,16 @@ class LiftExpert:
         self.roll = float(q[4])
         self.phase = "approach"
         self.phase_steps = 0
+        self.failure = None
+        self.grasp_offset = np.zeros(3)
+        self.close_height = 0.0
+        if self.failure_rate > 0 and self.rng.random() < self.failure_rate:
+            self.failure = str(self.rng.choice(FAILURES))
+            if self.failure == "offset":
+                angle = self.rng.uniform(0, 2 * np.pi)
+                self.grasp_offset[:2] = self.rng.uniform(*OFFSET_DISTANCE) * np.array([np.cos(angle), np.sin(angle)])
+            else:
+                self.close_height = self.rng.uniform(*EARLY_CLOSE_HEIGHT)
 
     def _advance(self, goal: np.ndarray, speed: float) -> bool:
         """Move the set-point towards `goal` by at most speed*dt; True once it is there."""
@@ -94,16 +122,17 @@ class LiftExpert:
         gripper = GRIPPER_OPEN
         self.phase_steps += 1
         if self.phase == "approach":
-            goal = cube + (0.0, 0.0, self.approach_height)
+            goal = cube + self.grasp_offset + (0.0, 0.0, self.approach_height)
             there = self._advance(goal, self.fast_speed)
             step = 3.0 * self.dt  # wrist roll speed, rad per step
             self.roll += float(np.clip(self.grasp_roll - self.roll, -step, step))
             if there and self.roll == self.grasp_roll and np.linalg.norm(site - goal) < 0.015:
                 self.phase, self.phase_steps = "descend", 0
         elif self.phase == "descend":
-            goal = cube + (0.0, 0.0, 0.002)
+            goal = cube + self.grasp_offset + (0.0, 0.0, 0.002)
             there = self._advance(goal, self.slow_speed)
-            if there and np.linalg.norm(site - goal) < 0.006 or self.phase_steps > 40:
+            early = self.failure == "early_close" and site[2] - goal[2] < self.close_height
+            if there and np.linalg.norm(site - goal) < 0.006 or self.phase_steps > 40 or early:
                 self.phase, self.phase_steps = "close", 0
         elif self.phase == "close":
             gripper = GRIPPER_CLOSED
