@@ -17,6 +17,7 @@ import robolearn.sim  # noqa: F401  (registers the envs)
 from robolearn.errors import UserError
 from robolearn.policies.checkpoint import CheckpointError, load_policy
 from robolearn.policies.runner import PolicyRunner
+from robolearn.value import ValueGuidedPolicy, load_q_function
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -108,6 +109,20 @@ def format_results(results: dict) -> str:
             f"95% CI {lo:.1%}-{hi:.1%}), mean episode length {results['mean_length']:.1f} steps")
 
 
+def with_reranking(policy, value_checkpoint: str, rerank: DictConfig, device: str = "cpu") -> ValueGuidedPolicy:
+    """Wrap `policy` in value-guided re-ranking with the Q-function checkpoint `value_checkpoint`.
+
+    Raises:
+        UserError: the checkpoint cannot be loaded or does not fit the policy, or bad rerank options.
+    """
+    try:
+        q_function = load_q_function(value_checkpoint, device=device)
+        return ValueGuidedPolicy(policy, q_function, k=int(rerank.k), temperature=float(rerank.temperature),
+                                 selection=str(rerank.selection))
+    except (CheckpointError, ValueError) as exc:
+        raise UserError(f"value={value_checkpoint}: {exc}") from exc
+
+
 def run_eval(cfg: DictConfig) -> dict:
     """Hydra task `robolearn eval checkpoint=...`: evaluate a checkpoint on fixed seeds."""
     if cfg.checkpoint is None:
@@ -119,6 +134,8 @@ def run_eval(cfg: DictConfig) -> dict:
         raise UserError(str(exc)) from exc
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if cfg.value is not None:
+        policy = with_reranking(policy, cfg.value, cfg.rerank, device=cfg.device or "cpu")
     out = Path(cfg.output_dir)
     seeds = range(cfg.seed, cfg.seed + cfg.n_episodes)
     env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
@@ -126,7 +143,9 @@ def run_eval(cfg: DictConfig) -> dict:
                               video_path=str(out / "eval.mp4") if cfg.n_video else None, n_video=cfg.n_video)
     results.update(checkpoint=str(cfg.checkpoint), policy_class=type(policy).__name__,
                    sampler=getattr(policy.config, "sampler", None),
-                   num_inference_steps=getattr(policy.config, "num_inference_steps", None))
+                   num_inference_steps=getattr(policy.config, "num_inference_steps", None),
+                   value=None if cfg.value is None else str(cfg.value),
+                   rerank=None if cfg.value is None else OmegaConf.to_container(cfg.rerank))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_results.json").write_text(json.dumps(results, indent=1))
     print(f"{cfg.checkpoint}: {format_results(results)}")

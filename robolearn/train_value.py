@@ -1,0 +1,151 @@
+"""`robolearn train-value`: offline Q-learning (Cal-QL or IQL) over action chunks on a zarr dataset.
+
+The Q-function scores (observation history, action chunk) pairs of the same shape as the policy it
+will re-rank (`n_obs_steps`, `n_action_steps`); `robolearn eval checkpoint=... value=...` uses it.
+TensorBoard logs, safetensors checkpoints, and exact resume from `<run_dir>/checkpoints/latest`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from robolearn.datasets.rewards import REWARD_CONVENTIONS
+from robolearn.devices import pick_device
+from robolearn.errors import UserError
+from robolearn.policies.checkpoint import (
+    CheckpointManager,
+    optimizer_from_safetensors,
+    optimizer_to_safetensors,
+)
+from robolearn.value import (
+    ChunkTransitions,
+    OfflineQConfig,
+    OfflineQLearner,
+    QFunction,
+    QFunctionConfig,
+    save_q_function,
+)
+
+
+def train_value(cfg: DictConfig) -> dict:
+    """Hydra task `robolearn train-value` (configs/train_value.yaml). Returns the final statistics."""
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    if cfg.reward.convention not in REWARD_CONVENTIONS:
+        raise UserError(f"reward.convention must be one of {REWARD_CONVENTIONS}, got {cfg.reward.convention!r}")
+    if cfg.algorithm not in ("cal_ql", "iql"):
+        raise UserError(f"algorithm must be cal_ql or iql, got {cfg.algorithm!r}")
+    dataset = Path(cfg.dataset)
+    tc = cfg.training
+    data = ChunkTransitions(dataset, list(cfg.task.obs_keys), int(cfg.n_obs_steps), int(cfg.n_action_steps),
+                            gamma=float(cfg.gamma), reward_convention=cfg.reward.convention,
+                            num_final_steps=int(cfg.reward.num_final_steps),
+                            failed_episodes=list(cfg.reward.failed_episodes or []))
+    torch.manual_seed(cfg.seed)
+    q_config = QFunctionConfig(obs_keys=list(cfg.task.obs_keys), obs_dims=data.obs_dims, action_dim=data.action_dim,
+                               n_obs_steps=int(cfg.n_obs_steps), n_action_steps=int(cfg.n_action_steps),
+                               hidden=list(cfg.network.hidden), n_critics=int(cfg.network.n_critics),
+                               layer_norm=bool(cfg.network.layer_norm), algorithm=cfg.algorithm)
+    q = QFunction(q_config, data.normalizer).to(device)
+    learner_cfg = OfflineQConfig(algorithm=cfg.algorithm, lr=float(tc.lr), tau=float(tc.tau),
+                                 **OmegaConf.to_container(cfg.cal_ql), expectile=float(cfg.iql.expectile))
+    learner = OfflineQLearner(q, learner_cfg)
+    learner.target.to(device)
+    run_dir = Path(cfg.run_dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints")
+    saved_config = {"dataset": str(dataset), "q_function": q_config.to_dict(),
+                    "learner": OmegaConf.to_container(cfg, resolve=True)}
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    sampler = torch.Generator().manual_seed(int(cfg.seed) + 1)
+
+    step = 0
+    if checkpoints.latest is not None:
+        if not cfg.resume:
+            raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
+        step = resume(checkpoints.latest, saved_config, q, learner, generator, sampler)
+        print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
+
+    def save(at_step: int) -> None:
+        opt_tensors, opt_meta = optimizer_to_safetensors(learner.optimizer)
+        tensors = {**opt_tensors, "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
+                   "sampler": sampler.get_state()}
+        meta = {"step": at_step, "optimizer": opt_meta}
+        checkpoints.save(at_step, lambda folder: save_q_function(folder, q, learner.target, saved_config),
+                         tensors, meta)
+
+    n_params = sum(p.numel() for p in q.parameters())
+    print(f"{cfg.algorithm}: {q_config.n_critics} critics, {n_params / 1e6:.2f}M parameters on {device}; "
+          f"{len(data)} chunk transitions from {dataset} ({int(data.success.sum())}/{len(data.success)} "
+          f"successful episodes), reward convention {cfg.reward.convention}")
+    writer = SummaryWriter(str(run_dir / "tb"))
+    bar = tqdm(total=int(tc.steps), initial=step, desc=f"train-value {cfg.algorithm}", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    stats: dict[str, float] = {}
+    while step < int(tc.steps):
+        ids = torch.randint(0, len(data), (int(tc.batch_size),), generator=sampler)
+        stats = learner.update(data.batch(ids, device), generator)
+        step += 1
+        bar.update(1)
+        if step % int(tc.log_every) == 0:
+            for key, value in stats.items():
+                writer.add_scalar(f"train/{key}", value, step)
+            bar.set_postfix(td=f"{stats['td_loss']:.3f}", q=f"{stats['q_mean']:.2f}")
+        if step % int(tc.checkpoint_every) == 0 or step == int(tc.steps):
+            save(step)
+            writer.flush()
+    bar.close()
+    writer.close()
+    result = {"checkpoint": str(run_dir / "checkpoints" / "latest"), "steps": step,
+              "seconds_this_run": time.perf_counter() - t0, **stats}
+    data_q = dataset_q_summary(q, data, device)
+    result.update(data_q)
+    print(f"\nQ on the dataset: successful episodes {data_q['q_success_episodes']:.2f}, "
+          f"failed {data_q['q_failed_episodes']:.2f} (mean over their chunks)")
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"logs:       tensorboard --logdir {run_dir / 'tb'}")
+    return result
+
+
+@torch.no_grad()
+def dataset_q_summary(q: QFunction, data: ChunkTransitions, device: torch.device) -> dict[str, float]:
+    """Mean ensemble-min Q of the dataset's chunks in successful and in failed episodes (a sanity check)."""
+    values = []
+    for start in range(0, len(data), 4096):
+        ids = torch.arange(start, min(start + 4096, len(data)))
+        b = data.batch(ids, device)
+        values.append(q(b["cond"], b["chunk"]).min(dim=0).values.cpu())
+    values = torch.cat(values).numpy()
+    lengths = np.diff(np.concatenate([[0], data.episode_ends]))
+    step_success = np.repeat(data.success, lengths)
+    return {"q_success_episodes": float(values[step_success].mean()) if step_success.any() else float("nan"),
+            "q_failed_episodes": float(values[~step_success].mean()) if (~step_success).any() else float("nan")}
+
+
+def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLearner, generator: torch.Generator,
+           sampler: torch.Generator) -> int:
+    """Restore weights, target, optimizer and RNG states from a checkpoint folder; returns its step."""
+    previous = yaml.safe_load((folder / "config.yaml").read_text()).get("train", {})
+    for key in ("dataset", "q_function"):
+        if previous.get(key) != saved_config[key]:
+            raise UserError(f"{folder} was trained with {key}={previous.get(key)}, this run has "
+                            f"{key}={saved_config[key]}; pass another run_name= to start a new run")
+    q.critics.load_state_dict(load_file(folder / "model.safetensors"))
+    learner.target.load_state_dict(load_file(folder / "target.safetensors"))
+    if q.value is not None:
+        q.value.load_state_dict(load_file(folder / "value.safetensors"))
+    tensors, meta = CheckpointManager.load_train_state(folder)
+    optimizer_from_safetensors(learner.optimizer, tensors, meta["optimizer"])
+    torch.set_rng_state(tensors["torch_rng"])
+    generator.set_state(tensors["generator"])
+    sampler.set_state(tensors["sampler"])
+    return int(meta["step"])
