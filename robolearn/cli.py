@@ -2,6 +2,8 @@
 
     robolearn train [key=value ...]             train a Diffusion Policy, evaluate it
     robolearn eval checkpoint=PATH [...]        evaluate a checkpoint in simulation
+    robolearn train-value [key=value ...]       offline Q-function (Cal-QL / IQL) for re-ranking
+    robolearn deploy checkpoint=PATH [...]      the ROS 2 node graph as processes (no ROS 2 install needed)
     robolearn collect [key=value ...]           run the scripted expert, write a zarr dataset
     robolearn dataset info PATH [key=value ...] describe a replay buffer
 
@@ -27,10 +29,13 @@ USAGE = """usage: robolearn <command> [hydra overrides ...]
 commands:
   train                 train a Diffusion Policy (collects the default dataset if missing), evaluate it
   eval checkpoint=PATH  success rate on fixed seeds, an mp4 and a JSON results file
+                        (value=Q_CHECKPOINT rerank.k=16: re-rank K sampled chunks with a Q-function)
+  train-value           offline Q-function over action chunks (Cal-QL or IQL) on a zarr dataset
   finetune checkpoint=PATH   DPPO fine-tuning in simulation (policy=gaussian: the Gaussian PPO baseline)
   collect               run the scripted Lift expert and write a zarr demonstration dataset
   record                teleoperate a robot (sim, so101, koch) and record episodes
   calibrate robot=so101 measure a bus arm's zero pose and joint ranges into a calibration YAML
+  deploy checkpoint=PATH     run the ROS 2 node graph (graph=sim|robot|teleop_record) as processes over DDS
   replay dataset=PATH   play a recorded episode back on a robot
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
 
@@ -40,13 +45,24 @@ Examples:
   robolearn collect                      # the default dataset: 200 expert episodes
   robolearn collect n_episodes=20 output=data/small.zarr
   robolearn dataset info data/lift_expert.zarr
+  robolearn collect failure_rate=0.5 output=data/lift_mixed.zarr     # mixed-quality demonstrations
+  robolearn train-value dataset=data/lift_mixed.zarr algorithm=cal_ql
+  robolearn eval checkpoint=runs/.../checkpoints/best value=runs/lift_value_cal_ql/checkpoints/latest rerank.k=16
 """
 
 
 def config_dir() -> Path:
-    """The hydra config folder: inside the installed wheel, else the source checkout's `configs/`."""
+    """The hydra config folder: inside the installed wheel, else the source checkout's `configs/`,
+    else (a colcon build in a ROS 2 workspace) the package's share folder."""
     package = Path(robolearn.__file__).resolve().parent
-    for candidate in (package / "configs", package.parent / "configs"):
+    candidates = [package / "configs", package.parent / "configs"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("robolearn")) / "configs")
+    except (ImportError, LookupError):
+        pass
+    for candidate in candidates:
         if (candidate / "collect.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package}")
@@ -83,15 +99,19 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.calibrate import calibrate
     from robolearn.collect import collect
     from robolearn.datasets.info import dataset_info
+    from robolearn.deploy import deploy
     from robolearn.evaluate import run_eval
     from robolearn.finetune import finetune
     from robolearn.record import record
     from robolearn.replay import replay
     from robolearn.train import train
+    from robolearn.train_value import train_value
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
             "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
-            "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate)}
+            "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate),
+            "train-value": ("train_value", train_value),
+            "deploy": ("deploy", deploy)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,10 @@ class TeleopDevice(abc.ABC):
     @abc.abstractmethod
     def read(self, observation: RobotObservation) -> TeleopCommand: ...
 
+    def scene_reset(self) -> None:
+        """Someone else (e.g. a simulated robot between episodes) reset the scene; a device that
+        plans from the scene starts over. Human-driven devices ignore it."""
+
 
 class CartesianMapper:
     """Integrate Cartesian increments into a top-down gripper target and solve IK for the arm.
@@ -294,6 +298,10 @@ class ExpertTeleop(TeleopDevice):
 
         self.expert, self.episodes, self.max_steps, self.seed = LiftExpert(), episodes, max_steps, seed
         self.done, self.steps = 0, None
+
+    def scene_reset(self) -> None:
+        """Abandon the episode in progress; the next read plans a new one from the new scene."""
+        self.steps = None
 
     def read(self, observation: RobotObservation) -> TeleopCommand:
         from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z

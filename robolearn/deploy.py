@@ -1,0 +1,127 @@
+"""`robolearn deploy`: start a ROS 2 node graph as processes, from the same parameter YAML the ROS 2
+launch files use (for machines without ROS 2; with ROS 2, `ros2 launch robolearn <graph>.launch.py`).
+
+Graphs (configs/ros/<file>.yaml, launch/<file>.launch.py):
+    sim            robot_driver (simulated arm) + policy_node        deploy_sim
+    robot          robot_driver (servo-bus arm) + policy_node        deploy_robot
+    teleop_record  robot_driver + teleop_node + recorder_node        teleop_record
+The nodes talk over ROS 2 DDS (cyclonedds here). When the driver exits (e.g. after its simulated
+episodes) or on Ctrl-C, the other nodes are stopped with SIGINT, and each prints its latency report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from robolearn.errors import UserError
+
+#: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
+GRAPHS = {
+    "sim": ("deploy_sim", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node")]),
+    "robot": ("deploy_robot", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node")]),
+    "teleop_record": ("teleop_record", [("robot_driver", "robot_driver_node"), ("teleop_node", "teleop_node"),
+                                        ("recorder_node", "recorder_node")]),
+}
+
+
+def ros_params_dir() -> Path:
+    """The folder of the ROS 2 parameter YAMLs (configs/ros, shipped in the wheel)."""
+    from robolearn.cli import config_dir
+
+    return config_dir() / "ros"
+
+
+def node_commands(graph: str, params_file: Path, overrides: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """[(node name, argv)] to start `graph`'s nodes with `python -m robolearn.ros`.
+
+    Raises:
+        UserError: an unknown graph, or overrides for a node the graph does not have.
+    """
+    if graph not in GRAPHS:
+        raise UserError(f"graph must be one of {sorted(GRAPHS)}, got {graph!r}")
+    nodes = GRAPHS[graph][1]
+    unknown = set(overrides) - {name for name, _ in nodes}
+    if unknown:
+        raise UserError(f"params for {sorted(unknown)}: graph {graph} has nodes {[n for n, _ in nodes]}")
+    commands = []
+    for name, executable in nodes:
+        argv = [sys.executable, "-m", "robolearn.ros", executable, "--ros-args", "-r", f"__node:={name}",
+                "--params-file", str(params_file)]
+        for key, value in (overrides.get(name) or {}).items():
+            argv += ["-p", f"{key}:={_param_text(value)}"]
+        commands.append((name, argv))
+    return commands
+
+
+def _param_text(value) -> str:
+    if isinstance(value, str):
+        return value if value else "''"
+    return OmegaConf.to_yaml(value).strip() if isinstance(value, (list, dict)) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def deploy(cfg: DictConfig) -> int:
+    """Hydra task `robolearn deploy` (configs/deploy.yaml). Returns the leading node's exit code."""
+    graph = str(cfg.graph)
+    if graph not in GRAPHS:
+        raise UserError(f"graph must be one of {sorted(GRAPHS)}, got {graph!r}")
+    params_file = Path(cfg.params_file) if cfg.params_file else ros_params_dir() / f"{GRAPHS[graph][0]}.yaml"
+    if not params_file.is_file():
+        raise UserError(f"parameter file not found: {params_file}")
+    overrides = {k: dict(v) for k, v in OmegaConf.to_container(cfg.params, resolve=True).items() if v}
+    for key, node in (("robot", "robot_driver"), ("episodes", "robot_driver"), ("device", "teleop_node"),
+                      ("output", "recorder_node"), ("episodes", "teleop_node")):
+        if node not in {n for n, _ in GRAPHS[graph][1]}:
+            continue
+        if cfg[key] is not None:
+            overrides.setdefault(node, {})[key] = cfg[key]
+    if graph in ("sim", "robot"):
+        if not cfg.checkpoint:
+            raise UserError("give the policy: robolearn deploy checkpoint=runs/.../checkpoints/best")
+        if not Path(cfg.checkpoint).is_dir():
+            raise UserError(f"checkpoint folder not found: {cfg.checkpoint}")
+        overrides.setdefault("policy_node", {})["checkpoint"] = str(cfg.checkpoint)
+        if cfg.value:
+            overrides["policy_node"]["value"] = str(cfg.value)
+    env = dict(os.environ)
+    if cfg.ros_domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(cfg.ros_domain_id)
+    if cfg.localhost_only:
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    commands = node_commands(graph, params_file, overrides)
+    print(f"robolearn deploy {graph}: {', '.join(n for n, _ in commands)} with {params_file} "
+          f"(ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')})", flush=True)
+    procs = [(name, subprocess.Popen(argv, env=env)) for name, argv in commands]
+    leader = procs[0][1]
+    deadline = None if cfg.timeout is None else time.monotonic() + float(cfg.timeout)
+    interrupted = False
+    try:
+        while leader.poll() is None and all(p.poll() is None for _, p in procs[1:]):
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"robolearn deploy: timeout after {cfg.timeout} s", flush=True)
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        interrupted = True
+    if not interrupted and leader.poll() is not None:
+        time.sleep(1.0)  # let the others take the leader's last messages (e.g. the end of the last episode)
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for name, proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            print(f"robolearn deploy: {name} did not stop within 15 s; killed", flush=True)
+    failed = [(n, p.returncode) for n, p in procs if p.returncode not in (0, -signal.SIGINT)]
+    if failed and not interrupted:
+        raise UserError(f"nodes failed: {', '.join(f'{n} (exit {c})' for n, c in failed)}")
+    return 0

@@ -1,0 +1,220 @@
+"""`robot_driver_node`: a `robolearn.hardware` robot on ROS 2 topics.
+
+Publishes, every control period:
+    /joint_states (sensor_msgs/JointState; names, position rad, velocity rad/s)
+    /gripper_opening (std_msgs/Float64MultiArray, m) and /cube_pose (geometry_msgs/PoseStamped)
+        when the robot reports them (the simulator does)
+    /robolearn/driver_status (std_msgs/String: running | holding | estop), on change
+Subscribes, in the two ros2_control conventions (joints matched by name, or in `joint_names` order):
+    <controller>/joint_trajectory (trajectory_msgs/JointTrajectory): each tick the first point not yet
+        due (stamp + time_from_start >= now; a zero stamp means "when received") is the target
+    <controller>/commands (std_msgs/Float64MultiArray): one target per message
+    /e_stop (std_msgs/Bool, reliable): true latches a stop (hold); /e_stop/reset true clears it
+Every target passes the robot's safety filter (limits, rate limit, NaN rejection); without a new
+target for `watchdog_timeout` s the robot holds its measured position (the filter's watchdog).
+
+Simulation episodes (robot=sim, episodes > 0): the scene is reset with seed `seed + i`, the episode
+ends on success (cube 5 cm up) or after `episode_seconds`; starts and ends are announced on
+/robolearn/episode (std_msgs/String "start <i> <seed> <stamp>" / "end <i> success|failure", latched;
+<stamp> is the ROS time of the reset, s, so listeners can drop observations taken before it), and
+the node exits after the last episode with the success rate printed. The first episode starts
+when a command has arrived and `episode_subscribers` nodes listen to /robolearn/episode, so the
+episode clock does not run while the other nodes load.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from robolearn.ros.msgs import (
+    Bool,
+    Float64MultiArray,
+    JointState,
+    JointTrajectory,
+    String,
+)
+from robolearn.ros.node import (
+    TOPIC_DEFAULTS,
+    TimingStats,
+    pose_message,
+    reorder_by_name,
+    run,
+    stamp,
+)
+from robolearn.ros.transport import (
+    DEFAULT_QOS,
+    ESTOP_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    Transport,
+)
+
+PARAMETERS = {
+    "robot": "sim", "port": "", "calibration": "", "control_hz": 20.0, "controller": "position_controller",
+    "watchdog_timeout": 0.25, **TOPIC_DEFAULTS, "estop_topic": "/e_stop", "episode_topic": "/robolearn/episode",
+    "status_topic": "/robolearn/driver_status", "episodes": 0, "episode_seconds": 10.0, "seed": 100000,
+    "reset_grace": 0.15, "episode_subscribers": 0, "sim_joint_noise": 0.0, "sim_command_latency": 0.0,
+}
+
+
+class RobotDriverNode:
+    """The driver node over any `robolearn.hardware.Robot` (see the module docstring).
+
+    Args:
+        transport: the ROS transport.
+        params: `PARAMETERS` with overrides.
+        robot: an unconnected robot; default built from params (`make_robot`).
+    """
+
+    def __init__(self, transport: Transport, params: dict, robot=None):
+        from robolearn.hardware.factory import make_robot
+
+        self.p = params
+        self.rate_hz = float(params["control_hz"])
+        self.period = 1.0 / self.rate_hz
+        if robot is None:
+            sim = {"joint_noise": params["sim_joint_noise"], "command_latency": params["sim_command_latency"],
+                   "watchdog_timeout": params["watchdog_timeout"]}
+            robot = make_robot(params["robot"], port=params["port"] or None, realtime=True, control_hz=self.rate_hz,
+                               sim=sim, calibration=params["calibration"] or None)
+        self.robot = robot.connect()
+        self.robot.safety.watchdog_timeout = float(params["watchdog_timeout"])
+        self.joint_names = list(self.robot.joint_names)
+        controller = params["controller"].strip("/")
+        self.pub_joints = transport.create_publisher(params["joint_states_topic"], JointState, DEFAULT_QOS)
+        self.pub_gripper = transport.create_publisher(params["gripper_opening_topic"], Float64MultiArray, DEFAULT_QOS)
+        self.pub_cube = transport.create_publisher(params["cube_pose_topic"], type(pose_message([0] * 3, [1, 0, 0, 0])),
+                                                   DEFAULT_QOS)
+        self.pub_status = transport.create_publisher(params["status_topic"], String, DEFAULT_QOS)
+        self.pub_episode = transport.create_publisher(params["episode_topic"], String, LATCHED_QOS)
+        transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)
+        transport.create_subscription(f"/{controller}/joint_trajectory", JointTrajectory, self._on_trajectory,
+                                      SENSOR_QOS)
+        transport.create_subscription(params["estop_topic"], Bool, self._on_estop, ESTOP_QOS)
+        transport.create_subscription(params["estop_topic"] + "/reset", Bool, self._on_reset, ESTOP_QOS)
+        self.target: np.ndarray | None = None  # a new target from <controller>/commands
+        self.trajectory: list[tuple[float, np.ndarray]] = []  # (due, monotonic s; positions)
+        self.status = ""
+        self.stats = TimingStats(self.period)
+        self.ignore_until = 0.0  # commands are ignored until this tick time (just after a scene reset)
+        self.last_tick = 0.0
+        self.episodes = int(params["episodes"]) if params["robot"] == "sim" else 0
+        self.episode, self.episode_start, self.successes = -1, 0.0, 0
+        self.commanded = False  # a command has arrived (the first episode starts then)
+
+    # -- inputs --------------------------------------------------------------------------
+    def _on_commands(self, msg: Float64MultiArray) -> None:
+        if self.last_tick < self.ignore_until:
+            return
+        if len(msg.data) != len(self.joint_names):
+            self.stats.count("rejected_commands")
+            print(f"[robot_driver] commands need {len(self.joint_names)} values in the order {self.joint_names}, "
+                  f"got {len(msg.data)}", file=sys.stderr)
+            return
+        self.target, self.trajectory = np.asarray(msg.data, dtype=np.float64), []
+        self.commanded = True
+        self.stats.count("commands_received")
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        now = time.monotonic()
+        if self.last_tick < self.ignore_until or not msg.points:
+            return
+        start = msg.header.stamp.to_seconds()
+        # ROS time stamp -> local monotonic time; zero means "start now"
+        t0 = now if start == 0 else now + (start - time.time())
+        try:
+            points = [(t0 + p.time_from_start.to_seconds(), reorder_by_name(msg.joint_names, p.positions,
+                                                                              self.joint_names)) for p in msg.points]
+        except (KeyError, ValueError) as exc:
+            self.stats.count("rejected_commands")
+            print(f"[robot_driver] rejected a joint_trajectory: {exc}", file=sys.stderr)
+            return
+        self.trajectory, self.target = points, None
+        self.commanded = True
+        self.stats.count("commands_received")
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            self.robot.stop()
+            self.target, self.trajectory = None, []
+            print("[robot_driver] e-stop: holding until a reset on " + self.p["estop_topic"] + "/reset", flush=True)
+
+    def _on_reset(self, msg: Bool) -> None:
+        if msg.data and self.robot.safety.stopped:
+            self.robot.reset_stop()
+            print("[robot_driver] e-stop reset", flush=True)
+
+    # -- the control tick ----------------------------------------------------------------
+    def _next_episode(self, now: float) -> None:
+        self.episode += 1
+        seed = int(self.p["seed"]) + self.episode
+        self.robot.reset_scene(seed=seed)
+        self.target, self.trajectory = None, []
+        self.episode_start, self.ignore_until = now, now + float(self.p["reset_grace"])
+        self.pub_episode.publish(String(f"start {self.episode} {seed} {time.time():.6f}"))
+
+    def _end_episode(self, success: bool, now: float) -> bool:
+        self.successes += success
+        self.pub_episode.publish(String(f"end {self.episode} {'success' if success else 'failure'}"))
+        print(f"[robot_driver] episode {self.episode}: {'success' if success else 'failure'} "
+              f"({self.successes}/{self.episode + 1})", flush=True)
+        if self.episode + 1 >= self.episodes:
+            return False
+        self._next_episode(now)
+        return True
+
+    def _due_point(self, now: float) -> np.ndarray | None:
+        while len(self.trajectory) > 1 and self.trajectory[0][0] < now:
+            self.trajectory.pop(0)
+        return self.trajectory[0][1] if self.trajectory and self.trajectory[0][0] >= now - self.period else None
+
+    def step(self, now: float) -> bool:
+        self.last_tick = now
+        target = self.target if self.target is not None else self._due_point(now)
+        if target is not None:
+            self.robot.send(target)  # the safety filter holds instead of sending a NaN or mis-shaped target
+            self.target = None
+        else:
+            self.robot.tick()
+        obs = self.robot.read()
+        wall = time.time()
+        self.pub_joints.publish(JointState(header=stamp(wall), name=self.joint_names,
+                                           position=obs.joint_pos.tolist(), velocity=obs.joint_vel.tolist()))
+        if "gripper_opening" in obs.extras:
+            self.pub_gripper.publish(Float64MultiArray(data=[float(v) for v in obs.extras["gripper_opening"]]))
+        if "cube_pos" in obs.extras and "cube_quat" in obs.extras:
+            self.pub_cube.publish(pose_message(obs.extras["cube_pos"], obs.extras["cube_quat"], wall_time=wall))
+        self.stats.publish(now, time.monotonic())
+        status = "estop" if self.robot.safety.stopped else "holding" if self.robot.safety.watchdog_tripped else "running"
+        if status != self.status:
+            self.status = status
+            self.pub_status.publish(String(status))
+            print(f"[robot_driver] {status}", flush=True)
+        if self.episodes and self.episode < 0:
+            if self.commanded and self.pub_episode.subscription_count() >= int(self.p["episode_subscribers"]):
+                self._next_episode(now)
+        elif self.episodes:
+            from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z
+
+            lifted = obs.extras["cube_pos"][2] - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT
+            if lifted or now - self.episode_start >= float(self.p["episode_seconds"]):
+                return self._end_episode(bool(lifted), now)
+        return True
+
+    def report(self) -> str:
+        text = self.stats.report("robot_driver")
+        if self.episodes:
+            n = self.episode + 1
+            text += f"\n[robot_driver] success rate {self.successes}/{n} = {self.successes / max(n, 1):.0%}"
+        return text
+
+    def close(self) -> None:
+        self.robot.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run(lambda transport: RobotDriverNode(transport, transport.parameters(PARAMETERS)), "robot_driver", argv)

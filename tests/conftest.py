@@ -1,0 +1,20 @@
+"""Shared fixtures."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def trained_lift_policy(tmp_path_factory):
+    """A default Diffusion Policy trained once per test session on 200 expert Lift demonstrations
+    (2,500 steps, about 5-6 min on 2 cores), for tests that need a policy that works."""
+    root = tmp_path_factory.mktemp("lift_policy")
+    for args in (["collect", "n_episodes=200", f"output={root}/demo.zarr"],
+                 ["train", f"dataset={root}/demo.zarr", f"run_dir={root}/run", "training.steps=2500",
+                  "training.warmup_steps=300", "eval.n_episodes=0", "eval.final_n_episodes=0", "threads=2"]):
+        proc = subprocess.run([sys.executable, "-m", "robolearn", *args], cwd=root, capture_output=True, text=True,
+                              timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run" / "checkpoints" / "latest"
