@@ -75,7 +75,8 @@ class ObservationInbox:
     """The latest value of each observation key, filled by topic subscriptions.
 
     Each entry keeps the value, the local monotonic time it arrived (for staleness: clocks of
-    other machines are not trusted) and the sender's header stamp (ROS time, for latency).
+    other machines are not trusted) and the sender's header stamp (ROS time, for latency and
+    action timing; None for messages without a header, e.g. Float64MultiArray).
 
     Args:
         transport: subscriptions are made on it.
@@ -92,7 +93,7 @@ class ObservationInbox:
         if unknown:
             raise ValueError(f"no ROS topic provides observation {unknown}; supported: {sorted(OBSERVATION_TOPICS)}")
         self.keys, self.joint_names = list(keys), list(joint_names)
-        self.latest: dict[str, tuple[np.ndarray, float, float]] = {}
+        self.latest: dict[str, tuple[np.ndarray, float, float | None]] = {}
         self.errors: dict[str, str] = {}
         self.min_stamp = -np.inf
         topics = {}
@@ -105,8 +106,8 @@ class ObservationInbox:
     def _handler(self, msg_type: type, keys: list[str]) -> Callable:
         def handle(msg) -> None:
             received = time.monotonic()
-            sent = msg.header.stamp.to_seconds() if hasattr(msg, "header") else time.time()
-            if sent < self.min_stamp:
+            sent = msg.header.stamp.to_seconds() if hasattr(msg, "header") else None  # None: no header
+            if sent is not None and sent < self.min_stamp:
                 return  # taken before the scene was reset
             for key in keys:
                 try:
@@ -146,8 +147,8 @@ class ObservationInbox:
         return None if newest is None else time.monotonic() - (time.time() - newest)
 
     def newest_stamp(self) -> float | None:
-        """The newest sender stamp among the keys (ROS time, s)."""
-        return max((v[2] for v in self.latest.values()), default=None)
+        """The newest header stamp among the keys (ROS time, s); None if no stamped message arrived."""
+        return max((v[2] for v in self.latest.values() if v[2] is not None), default=None)
 
 
 class TimingStats:
