@@ -24,38 +24,34 @@ def _dds_name(ros_type: str) -> str:
     return f"{pkg}::{kind}::dds_::{name}_"
 
 
+class _Seconds:
+    """Conversions shared by Time and Duration (both are {int32 sec, uint32 nanosec})."""
+
+    @classmethod
+    def from_seconds(cls, t: float):
+        sec = math.floor(t)
+        return cls(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+
+    def to_seconds(self) -> float:
+        return self.sec + self.nanosec * 1e-9
+
+
 @dataclass
 @final
-class Time(IdlStruct, typename=_dds_name("builtin_interfaces/msg/Time")):
+class Time(_Seconds, IdlStruct, typename=_dds_name("builtin_interfaces/msg/Time")):
     """builtin_interfaces/msg/Time: seconds and nanoseconds since the Unix epoch (ROS time)."""
 
     sec: int32 = 0
     nanosec: uint32 = 0
 
-    @classmethod
-    def from_seconds(cls, t: float) -> "Time":
-        sec = math.floor(t)
-        return cls(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
-
-    def to_seconds(self) -> float:
-        return self.sec + self.nanosec * 1e-9
-
 
 @dataclass
 @final
-class Duration(IdlStruct, typename=_dds_name("builtin_interfaces/msg/Duration")):
+class Duration(_Seconds, IdlStruct, typename=_dds_name("builtin_interfaces/msg/Duration")):
     """builtin_interfaces/msg/Duration."""
 
     sec: int32 = 0
     nanosec: uint32 = 0
-
-    @classmethod
-    def from_seconds(cls, t: float) -> "Duration":
-        sec = math.floor(t)
-        return cls(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
-
-    def to_seconds(self) -> float:
-        return self.sec + self.nanosec * 1e-9
 
 
 @dataclass
