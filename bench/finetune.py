@@ -56,9 +56,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default="bench/results/finetune_lift.png")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra `robolearn finetune` overrides for both runs, e.g. ppo.actor_lr=3e-5")
+    parser.add_argument("--dppo-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for the DPPO run only, e.g. policy.min_sampling_denoising_std=0.05")
     args = parser.parse_args()
     out = Path(args.out)
-    common = [f"threads={args.threads}", f"ppo.iterations={args.iterations}"]
+    common = [f"threads={args.threads}", f"ppo.iterations={args.iterations}", *args.set]
 
     t0 = time.perf_counter()
     robolearn("train", "policy=diffusion_unet_ddpm20", f"run_dir={out}/pretrain",
@@ -68,7 +72,8 @@ def main() -> None:
     start = json.loads((out / "pretrain" / "eval_results.json").read_text())
 
     t0 = time.perf_counter()
-    robolearn("finetune", f"checkpoint={out}/pretrain/checkpoints/latest", f"run_dir={out}/dppo", *common)
+    robolearn("finetune", f"checkpoint={out}/pretrain/checkpoints/latest", f"run_dir={out}/dppo", *common,
+              *args.dppo_set)
     dppo_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     robolearn("finetune", "policy=gaussian", f"policy.bc_max_episodes={args.pretrain_episodes}",
