@@ -24,22 +24,11 @@ def _dds_name(ros_type: str) -> str:
     return f"{pkg}::{kind}::dds_::{name}_"
 
 
-class _Seconds:
-    """Conversions shared by Time and Duration (both are {int32 sec, uint32 nanosec})."""
-
-    @classmethod
-    def from_seconds(cls, t: float):
-        sec = math.floor(t)
-        return cls(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
-
-    def to_seconds(self) -> float:
-        return self.sec + self.nanosec * 1e-9
-
-
 @dataclass
 @final
-class Time(_Seconds, IdlStruct, typename=_dds_name("builtin_interfaces/msg/Time")):
-    """builtin_interfaces/msg/Time: seconds and nanoseconds since the Unix epoch (ROS time)."""
+class Time(IdlStruct, typename=_dds_name("builtin_interfaces/msg/Time")):
+    """builtin_interfaces/msg/Time: seconds and nanoseconds since the Unix epoch (ROS time).
+    `Time.from_seconds(t)` and `.to_seconds()` convert from and to float seconds."""
 
     sec: int32 = 0
     nanosec: uint32 = 0
@@ -47,11 +36,27 @@ class Time(_Seconds, IdlStruct, typename=_dds_name("builtin_interfaces/msg/Time"
 
 @dataclass
 @final
-class Duration(_Seconds, IdlStruct, typename=_dds_name("builtin_interfaces/msg/Duration")):
-    """builtin_interfaces/msg/Duration."""
+class Duration(IdlStruct, typename=_dds_name("builtin_interfaces/msg/Duration")):
+    """builtin_interfaces/msg/Duration; `from_seconds` / `to_seconds` as for Time."""
 
     sec: int32 = 0
     nanosec: uint32 = 0
+
+
+def _from_seconds(cls, t: float):
+    sec = math.floor(t)
+    return cls(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+
+
+def _to_seconds(self) -> float:
+    return self.sec + self.nanosec * 1e-9
+
+
+# Attached after the class bodies: cyclonedds' type builder walks every base class of an IDL struct,
+# so the two cannot share a mixin.
+for _cls in (Time, Duration):
+    _cls.from_seconds = classmethod(_from_seconds)
+    _cls.to_seconds = _to_seconds
 
 
 @dataclass
