@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.errors import UserError
@@ -61,10 +62,10 @@ def node_commands(graph: str, params_file: Path, overrides: dict[str, dict]) -> 
 
 
 def _param_text(value) -> str:
-    if isinstance(value, str):
-        return value if value else "''"
-    return OmegaConf.to_yaml(value).strip() if isinstance(value, (list, dict)) else str(value).lower() \
-        if isinstance(value, bool) else str(value)
+    """A value as the YAML text of a `-p name:=value` argument."""
+    if value == "":
+        return "''"
+    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def deploy(cfg: DictConfig) -> int:

@@ -39,7 +39,8 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing files or holds inconsistent content."""
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def contiguous_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as safetensors wants it: detached, on the CPU, contiguous."""
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
@@ -98,10 +99,10 @@ def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None
         config["train"] = extra_config
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy.normalizer.save(folder / "normalizer.json")
-    save_file(_contiguous(_weights(policy).state_dict()), folder / "model.safetensors")
-    save_file(_contiguous(_weights(ema_policy or policy).state_dict()), folder / "ema.safetensors")
+    save_file(contiguous_cpu(_weights(policy).state_dict()), folder / "model.safetensors")
+    save_file(contiguous_cpu(_weights(ema_policy or policy).state_dict()), folder / "ema.safetensors")
     if getattr(policy, "ft_model", None) is not None:
-        save_file(_contiguous(policy.ft_model.state_dict()), folder / "ft_model.safetensors")
+        save_file(contiguous_cpu(policy.ft_model.state_dict()), folder / "ft_model.safetensors")
 
 
 def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
@@ -176,7 +177,7 @@ class CheckpointManager:
         tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         write_model(tmp)
-        save_file(_contiguous(train_tensors), tmp / "train_state.safetensors")
+        save_file(contiguous_cpu(train_tensors), tmp / "train_state.safetensors")
         (tmp / "train_state.json").write_text(json.dumps(train_meta, indent=1))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:

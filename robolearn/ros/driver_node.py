@@ -34,6 +34,7 @@ from robolearn.ros.msgs import (
     Float64MultiArray,
     JointState,
     JointTrajectory,
+    PoseStamped,
     String,
 )
 from robolearn.ros.node import (
@@ -86,8 +87,7 @@ class RobotDriverNode:
         controller = params["controller"].strip("/")
         self.pub_joints = transport.create_publisher(params["joint_states_topic"], JointState, DEFAULT_QOS)
         self.pub_gripper = transport.create_publisher(params["gripper_opening_topic"], Float64MultiArray, DEFAULT_QOS)
-        self.pub_cube = transport.create_publisher(params["cube_pose_topic"], type(pose_message([0] * 3, [1, 0, 0, 0])),
-                                                   DEFAULT_QOS)
+        self.pub_cube = transport.create_publisher(params["cube_pose_topic"], PoseStamped, DEFAULT_QOS)
         self.pub_status = transport.create_publisher(params["status_topic"], String, DEFAULT_QOS)
         self.pub_episode = transport.create_publisher(params["episode_topic"], String, LATCHED_QOS)
         transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
-from robolearn.policies.checkpoint import CheckpointError
+from robolearn.policies.checkpoint import CheckpointError, contiguous_cpu
 from robolearn.policies.config import SerializableConfig
 from robolearn.policies.diffusion import encode_obs_history
 
@@ -180,11 +180,11 @@ def save_q_function(folder: Path, q: QFunction, target: nn.Module | None = None,
         config["train"] = extra_config
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     q.normalizer.save(folder / "normalizer.json")
-    save_file({k: v.contiguous() for k, v in q.critics.state_dict().items()}, folder / "model.safetensors")
+    save_file(contiguous_cpu(q.critics.state_dict()), folder / "model.safetensors")
     if target is not None:
-        save_file({k: v.contiguous() for k, v in target.state_dict().items()}, folder / "target.safetensors")
+        save_file(contiguous_cpu(target.state_dict()), folder / "target.safetensors")
     if q.value is not None:
-        save_file({k: v.contiguous() for k, v in q.value.state_dict().items()}, folder / "value.safetensors")
+        save_file(contiguous_cpu(q.value.state_dict()), folder / "value.safetensors")
 
 
 def load_q_function(folder: str | os.PathLike, device: str | torch.device = "cpu") -> QFunction:
