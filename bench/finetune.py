@@ -1,11 +1,12 @@
 """DPPO vs Gaussian PPO on Lift, from the same weak start, side by side.
 
-    python bench/finetune.py [--pretrain-episodes 10] [--pretrain-steps 2000] [--iterations 40]
+    python bench/finetune.py [--pretrain-episodes 200] [--pretrain-steps 1000] [--iterations N]
 
 In one run, with the `robolearn` commands a user would type:
-1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps, few demonstrations) and
-   evaluates it on 50 held-out seeds (the start should be at 20-60% success);
-2. fine-tunes it with DPPO (`robolearn finetune`);
+1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps; an early checkpoint by default, or
+   few demonstrations) and evaluates it on 50 held-out seeds (the start should be at 20-60% success);
+   pretraining runs on one thread, so the same machine gives the same start every time;
+2. fine-tunes it with DPPO (`robolearn finetune`, its default settings unless --set/--dppo-set);
 3. fine-tunes a Gaussian MLP policy, BC-pretrained on the same demonstrations, with PPO and the
    same envs and budget (`robolearn finetune policy=gaussian`);
 4. measures plain env stepping with random actions in this process, for the throughput ratio.
@@ -51,9 +52,9 @@ def random_action_steps_per_second(seconds: float = 5.0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench_finetune")
-    parser.add_argument("--pretrain-episodes", type=int, default=10)
-    parser.add_argument("--pretrain-steps", type=int, default=2000)
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--pretrain-episodes", type=int, default=200)
+    parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (default: the config's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default="bench/results/finetune_lift.png")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -62,12 +63,14 @@ def main() -> None:
                         help="overrides for the DPPO run only, e.g. policy.min_sampling_denoising_std=0.05")
     args = parser.parse_args()
     out = Path(args.out)
-    common = [f"threads={args.threads}", f"ppo.iterations={args.iterations}", *args.set]
+    common = [f"threads={args.threads}", *args.set]
+    if args.iterations is not None:
+        common.append(f"ppo.iterations={args.iterations}")
 
     t0 = time.perf_counter()
     robolearn("train", "policy=diffusion_unet_ddpm20", f"run_dir={out}/pretrain",
               f"training.max_train_episodes={args.pretrain_episodes}", f"training.steps={args.pretrain_steps}",
-              "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", f"threads={args.threads}")
+              "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", "threads=1")
     pretrain_s = time.perf_counter() - t0
     start = json.loads((out / "pretrain" / "eval_results.json").read_text())
 
@@ -96,6 +99,15 @@ def main() -> None:
               f"{r['env_steps']} env steps, {secs / 60:.1f} min wall, {r['env_steps'] / secs:,.0f} env steps/s")
     print(f"plain env stepping, random actions, one process: {random_sps:,.0f} env steps/s; "
           f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
+    summary = {"pretrain": {"episodes": args.pretrain_episodes, "steps": args.pretrain_steps,
+                            "test_success": start["success_rate"], "seconds": pretrain_s},
+               "random_action_env_steps_per_s": random_sps, "overrides": {"both": args.set, "dppo": args.dppo_set}}
+    for name, secs in (("dppo", dppo_s), ("gaussian", gauss_s)):
+        r = runs[name]
+        summary[name] = {"test_success": r["success_rate"], "ci95": r["ci95"], "env_steps": r["env_steps"],
+                         "seconds": secs, "env_steps_per_s": r["env_steps"] / secs, "curve": r["curve"]}
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.plot).with_suffix(".json").write_text(json.dumps(summary, indent=1))
 
     import matplotlib
 
@@ -109,14 +121,14 @@ def main() -> None:
         axes[1].plot([p["wall_s"] / 60 for p in c], [p["success_rate"] for p in c], marker="o", label=label)
     for ax, xlabel in zip(axes, ("env steps", "wall clock, min (2 CPU cores)")):
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("success rate (20 selection seeds)")
+        ax.set_ylabel("success rate (selection seeds)")
         ax.set_ylim(-0.02, 1.02)
         ax.axhline(0.9, color="gray", lw=0.8, ls="--")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations")
+    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations, {args.pretrain_steps} pretraining "
+                 f"steps ({start['success_rate']:.0%} on 50 test seeds)")
     fig.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
 

@@ -214,12 +214,18 @@ def finetune(cfg: DictConfig) -> dict:
             raise UserError(str(exc)) from exc
         if not isinstance(base, DiffusionPolicy):
             raise UserError(f"{source} holds a {type(base).__name__}, policy=dppo needs a DiffusionPolicy")
-        policy = base if base.ft_model is not None else with_fine_tuning(base, int(cfg.policy.ft_denoising_steps))
+        if base.ft_model is not None:
+            policy = base
+        else:  # null: fine-tune every denoising step of the checkpoint's sampler
+            ft_steps = cfg.policy.ft_denoising_steps
+            policy = with_fine_tuning(base, base.config.num_inference_steps if ft_steps is None else int(ft_steps))
         policy.model.requires_grad_(False)
         agent = DiffusionAgent(policy.to(device), cfg.policy)
     elif cfg.policy.name == "gaussian":
         policy = load_policy(checkpoints.latest, device=device) if checkpoints.latest else pretrain_gaussian(cfg, device)
         agent = GaussianAgent(policy, cfg.policy)
+        # one pair per decision: its own minibatch size keeps the number of updates per iteration DPPO's
+        pc = OmegaConf.merge(pc, {"minibatch_size": cfg.policy.minibatch_size})
     else:
         raise UserError(f"robolearn finetune takes policy=dppo or policy=gaussian, got policy={cfg.policy.name}")
 
@@ -303,6 +309,7 @@ def finetune(cfg: DictConfig) -> dict:
         with torch.no_grad():
             last_values = critic(policy.encode_obs({k: torch.from_numpy(obs[k]) for k in policy.obs_keys})).cpu().numpy()
         adv, returns = compute_gae(rewards, values, dones, last_values, pc.gamma, pc.lam)
+        explained_var = 1.0 - float(np.var(returns - values)) / max(float(np.var(returns)), 1e-8)
 
         # -- update ----------------------------------------------------------------------
         stats = ppo_update(agent, critic, actor_opt, critic_opt, torch.cat(conds),
@@ -314,6 +321,7 @@ def finetune(cfg: DictConfig) -> dict:
         for key, value in stats.items():
             writer.add_scalar(f"train/{key}", value, it)
         writer.add_scalar("train/env_steps", env_steps, it)
+        writer.add_scalar("train/explained_variance", explained_var, it)  # of the critic, before the update
         if finished:
             writer.add_scalar("train/rollout_success_rate", successes / finished, it)
         bar.set_postfix(env_steps=env_steps, rollout_success=f"{successes / max(finished, 1):.0%}")
