@@ -35,12 +35,14 @@ from robolearn.rl.envs import make_chunk_vector_env
 from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
 
 
-def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int) -> DiffusionPolicy:
+def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int | None) -> DiffusionPolicy:
     """A copy of `policy` whose last `ft_denoising_steps` steps run a trainable copy of the denoiser.
 
-    The pretrained denoiser is frozen. Raises UserError if ft_denoising_steps is out of range.
+    None fine-tunes every step of the policy's sampler (`num_inference_steps`). The pretrained
+    denoiser is frozen. Raises UserError if ft_denoising_steps is out of range.
     """
     steps = policy.config.num_inference_steps
+    ft_denoising_steps = steps if ft_denoising_steps is None else int(ft_denoising_steps)
     if not 1 <= ft_denoising_steps <= steps:
         raise UserError(f"ft_denoising_steps must be in [1, {steps}] (the checkpoint samples with {steps} "
                         f"{policy.config.sampler} steps), got {ft_denoising_steps}")
@@ -214,11 +216,7 @@ def finetune(cfg: DictConfig) -> dict:
             raise UserError(str(exc)) from exc
         if not isinstance(base, DiffusionPolicy):
             raise UserError(f"{source} holds a {type(base).__name__}, policy=dppo needs a DiffusionPolicy")
-        if base.ft_model is not None:
-            policy = base
-        else:  # null: fine-tune every denoising step of the checkpoint's sampler
-            ft_steps = cfg.policy.ft_denoising_steps
-            policy = with_fine_tuning(base, base.config.num_inference_steps if ft_steps is None else int(ft_steps))
+        policy = base if base.ft_model is not None else with_fine_tuning(base, cfg.policy.ft_denoising_steps)
         policy.model.requires_grad_(False)
         agent = DiffusionAgent(policy.to(device), cfg.policy)
     elif cfg.policy.name == "gaussian":

@@ -141,3 +141,11 @@ def test_ft_steps_out_of_range_is_a_clear_error():
 
     with pytest.raises(UserError, match=r"ft_denoising_steps must be in \[1, 20\]"):
         with_fine_tuning(pretrained(), 21)
+
+
+def test_ft_steps_none_fine_tunes_every_denoising_step():
+    base = pretrained("ddim", 5, 100)
+    policy = with_fine_tuning(base, None)
+    assert policy.config.ft_denoising_steps == 5
+    assert all(policy.denoiser(i, 5) is policy.ft_model for i in range(5))
+    assert DPPOActor(policy).K_ft == 5
