@@ -72,6 +72,26 @@ def test_leader_arm_is_mirrored_in_joint_space_and_never_torqued():
         assert all(emu._get(s, "torque_enable") == 0 for s in range(1, 7))
 
 
+def test_expert_does_not_start_an_episode_while_the_last_lift_is_still_in_view():
+    from robolearn.hardware.teleop import ExpertTeleop
+    from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z
+
+    def obs(cube_z):
+        return RobotObservation(timestamp=0.0, joint_pos=np.array(HOME_QPOS[:6], dtype=float), joint_vel=np.zeros(6),
+                                extras={"gripper_opening": np.array([0.06]), "cube_quat": np.array([1.0, 0, 0, 0]),
+                                        "cube_pos": np.array([0.2, 0.0, cube_z])})
+
+    expert = ExpertTeleop(episodes=2)
+    lifted, on_table = obs(TABLE_TOP_Z + CUBE_HALF_SIZE + LIFT_HEIGHT + 0.01), obs(TABLE_TOP_Z + CUBE_HALF_SIZE)
+    assert expert.read(on_table).events == {"start"}
+    assert expert.read(lifted).events == {"stop"}  # episode 1 done
+    # stale observations of the lifted cube (the scene reset not seen yet): hold, no phantom episode
+    for _ in range(3):
+        command = expert.read(lifted)
+        assert command.events == set() and np.allclose(command.joint_target, lifted.joint_pos)
+    assert expert.read(on_table).events == {"start"}  # the reset scene starts episode 2
+
+
 def test_scripted_teleop_records_episodes_that_train_loads(tmp_path):
     out = run("record", "device=expert", "max_episodes=2", "realtime=false", f"output={tmp_path}/rec.zarr",
               cwd=tmp_path)

@@ -309,14 +309,16 @@ class ExpertTeleop(TeleopDevice):
         if self.done >= self.episodes:
             return TeleopCommand(joint_target=observation.joint_pos, events={"quit"})
         obs = {"joint_pos": observation.joint_pos, **observation.extras}
+        lifted = obs["cube_pos"][2] - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT
         command = TeleopCommand()
         if self.steps is None:
+            if lifted:  # the scene still shows the last episode's lift (its reset is on the way): hold
+                return TeleopCommand(joint_target=observation.joint_pos)
             self.expert.reset(obs, np.random.default_rng(self.seed + self.done))
             self.steps = 0
             command.events.add("start")
         command.joint_target = self.expert.act(obs)
         self.steps += 1
-        lifted = obs["cube_pos"][2] - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT
         if lifted or self.steps >= self.max_steps:
             command.events.add("stop")
             self.done, self.steps = self.done + 1, None

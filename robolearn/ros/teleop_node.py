@@ -49,9 +49,12 @@ class TeleopNode:
         self.stats = TimingStats(1.0 / self.rate_hz)
 
     def _on_episode(self, msg: String) -> None:
-        if msg.data.startswith("start"):
+        words = msg.data.split()
+        if words and words[0] == "start":
             self.device.scene_reset()
             self.mapper_ready = False
+            if len(words) >= 4:  # the scene was reset at this ROS time: older observations are stale
+                self.inbox.reset(float(words[3]))
 
     def step(self, now: float) -> bool:
         obs = self.inbox.fresh(time.monotonic(), float(self.p["obs_timeout"]))
