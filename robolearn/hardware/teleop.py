@@ -304,12 +304,12 @@ class ExpertTeleop(TeleopDevice):
         self.steps = None
 
     def read(self, observation: RobotObservation) -> TeleopCommand:
-        from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z
+        from robolearn.sim.lift import cube_lifted
 
         if self.done >= self.episodes:
             return TeleopCommand(joint_target=observation.joint_pos, events={"quit"})
         obs = {"joint_pos": observation.joint_pos, **observation.extras}
-        lifted = obs["cube_pos"][2] - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT
+        lifted = cube_lifted(obs["cube_pos"][2])
         command = TeleopCommand()
         if self.steps is None:
             if lifted:  # the scene still shows the last episode's lift (its reset is on the way): hold

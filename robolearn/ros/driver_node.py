@@ -197,9 +197,9 @@ class RobotDriverNode:
             if self.commanded and self.pub_episode.subscription_count() >= int(self.p["episode_subscribers"]):
                 self._next_episode(now)
         elif self.episodes:
-            from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z
+            from robolearn.sim.lift import cube_lifted
 
-            lifted = obs.extras["cube_pos"][2] - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT
+            lifted = cube_lifted(obs.extras["cube_pos"][2])
             if lifted or now - self.episode_start >= float(self.p["episode_seconds"]):
                 return self._end_episode(bool(lifted), now)
         return True

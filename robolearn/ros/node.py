@@ -71,6 +71,15 @@ def pose_message(position, quat_wxyz, frame_id: str = "world", wall_time: float 
                        pose=Pose(position=Point(*(float(v) for v in position)), orientation=Quaternion(x, y, z, w)))
 
 
+def episode_reset_stamp(announcement: str) -> float | None:
+    """The scene-reset time (ROS time, s) of a driver's "start <i> <seed> <stamp>" announcement on
+    /robolearn/episode; -inf for a start without a stamp (nothing is stale); None for anything else."""
+    words = announcement.split()
+    if not words or words[0] != "start":
+        return None
+    return float(words[3]) if len(words) >= 4 else float("-inf")
+
+
 class ObservationInbox:
     """The latest value of each observation key, filled by topic subscriptions.
 

@@ -34,7 +34,14 @@ from robolearn.ros.msgs import (
     JointTrajectoryPoint,
     String,
 )
-from robolearn.ros.node import TOPIC_DEFAULTS, ObservationInbox, TimingStats, run, stamp
+from robolearn.ros.node import (
+    TOPIC_DEFAULTS,
+    ObservationInbox,
+    TimingStats,
+    episode_reset_stamp,
+    run,
+    stamp,
+)
 from robolearn.ros.transport import DEFAULT_QOS, ESTOP_QOS, LATCHED_QOS, Transport
 from robolearn.sim.arm import JOINT_NAMES
 
@@ -185,11 +192,10 @@ class PolicyNode:
             print("[policy_node] e-stop reset", flush=True)
 
     def _on_episode(self, msg: String) -> None:
-        words = msg.data.split()
-        if words and words[0] == "start":
+        reset_stamp = episode_reset_stamp(msg.data)
+        if reset_stamp is not None:
             self._restart()
-            if len(words) >= 4:  # the scene was reset at this ROS time: older observations are stale
-                self.inbox.reset(float(words[3]))
+            self.inbox.reset(reset_stamp)  # observations taken before the scene reset are stale
 
     def _restart(self) -> None:
         """Forget the observation history and planned actions; a chunk still being computed is discarded."""

@@ -13,7 +13,13 @@ import time
 
 from robolearn.hardware.robot import RobotObservation
 from robolearn.ros.msgs import Float64MultiArray, String
-from robolearn.ros.node import TOPIC_DEFAULTS, ObservationInbox, TimingStats, run
+from robolearn.ros.node import (
+    TOPIC_DEFAULTS,
+    ObservationInbox,
+    TimingStats,
+    episode_reset_stamp,
+    run,
+)
 from robolearn.ros.transport import DEFAULT_QOS, LATCHED_QOS, Transport
 from robolearn.sim.arm import JOINT_NAMES
 
@@ -49,12 +55,11 @@ class TeleopNode:
         self.stats = TimingStats(1.0 / self.rate_hz)
 
     def _on_episode(self, msg: String) -> None:
-        words = msg.data.split()
-        if words and words[0] == "start":
+        reset_stamp = episode_reset_stamp(msg.data)
+        if reset_stamp is not None:
             self.device.scene_reset()
             self.mapper_ready = False
-            if len(words) >= 4:  # the scene was reset at this ROS time: older observations are stale
-                self.inbox.reset(float(words[3]))
+            self.inbox.reset(reset_stamp)  # observations taken before the scene reset are stale
 
     def step(self, now: float) -> bool:
         obs = self.inbox.fresh(time.monotonic(), float(self.p["obs_timeout"]))

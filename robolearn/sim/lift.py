@@ -18,6 +18,12 @@ SPAWN_Y = (-0.10, 0.10)
 HOME_QPOS = np.array([0.0, 0.0, np.pi / 2, np.pi / 2, 0.0, 0.6])  # rad, gripper open
 
 
+def cube_lifted(cube_z: float) -> bool:
+    """The task's success condition: the cube's bottom at least `LIFT_HEIGHT` (5 cm) above the table,
+    from the cube's centre height `cube_z` (m, world frame)."""
+    return bool(cube_z - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT)
+
+
 def gripper_opening(model: mujoco.MjModel, data: mujoco.MjData) -> float:
     """Distance between the inner faces of the two jaw pads, m (0 when closed)."""
     left, right = model.geom("pad_left"), model.geom("pad_right")
@@ -147,8 +153,7 @@ class LiftEnv(gym.Env):
     # -- helpers -------------------------------------------------------------------------
     def is_success(self) -> bool:
         """True when the cube's bottom is at least `LIFT_HEIGHT` (5 cm) above the table."""
-        cube_bottom = self.data.qpos[self._cube_adr + 2] - CUBE_HALF_SIZE
-        return bool(cube_bottom - TABLE_TOP_Z >= LIFT_HEIGHT)
+        return cube_lifted(self.data.qpos[self._cube_adr + 2])
 
     def render_camera_image(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         """Render camera `camera` off-screen at size (height, width) px; returns (H, W, 3) uint8."""
