@@ -47,8 +47,8 @@ def run_expert_episode(env: gym.Env, expert: LiftExpert, seed: int, image_key: s
 
 
 def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episodes: int, seed: int = 0,
-                    action_noise: float = 0.0, failure_rate: float = 0.0, image_obs: bool = False,
-                    overwrite: bool = False) -> Path:
+                    action_noise: float = 0.0, failure_rate: float = 0.0, max_retries: int = 0,
+                    image_obs: bool = False, overwrite: bool = False) -> Path:
     """Collect `n_episodes` expert episodes into the replay buffer at `output`.
 
     If `output` already holds a replay buffer, collection resumes: episodes are appended
@@ -58,11 +58,12 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
 
     Mixed-quality data: `action_noise` (rad, std on every joint target) and `failure_rate`
     (probability of an injected mistake per episode, see `LiftExpert`); the per-step
-    `success` key tells which episodes still succeeded.
+    `success` key tells which episodes still succeeded. Demonstrations with recoveries:
+    `max_retries` >= 1 lets the expert reopen and grasp again after a missed grasp.
 
     Raises:
-        UserError: n_episodes < 1, action_noise < 0 (rad), failure_rate outside [0, 1], or an
-            existing dataset that was collected with other settings.
+        UserError: n_episodes < 1, action_noise < 0 (rad), failure_rate outside [0, 1],
+            max_retries < 0, or an existing dataset that was collected with other settings.
     """
     output = Path(output)
     if n_episodes < 1:
@@ -71,11 +72,15 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
         raise UserError(f"action_noise must be >= 0 rad, got {action_noise}")
     if not 0.0 <= failure_rate <= 1.0:
         raise UserError(f"failure_rate must be in [0, 1], got {failure_rate}")
+    if max_retries < 0:
+        raise UserError(f"max_retries must be >= 0, got {max_retries}")
     env_kwargs = {**env_kwargs, "image_obs": bool(image_obs)}
     attrs = {"robolearn": {"env_id": env_id, "env_kwargs": env_kwargs, "expert": "LiftExpert",
                            "action_noise": float(action_noise), "seed": int(seed)}}
     if failure_rate > 0:  # absent for clean data, so older clean datasets still resume
         attrs["robolearn"]["failure_rate"] = float(failure_rate)
+    if max_retries > 0:
+        attrs["robolearn"]["max_retries"] = int(max_retries)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and not overwrite:
         buffer = ReplayBuffer.open(output, mode="a")
@@ -89,7 +94,7 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
 
     env = gym.make(env_id, **env_kwargs)
     expert = LiftExpert(control_hz=env_kwargs.get("control_hz", 20), action_noise=action_noise,
-                        failure_rate=failure_rate)
+                        failure_rate=failure_rate, max_retries=max_retries)
     successes = int(sum(buffer.get_episode(i, ["success"])["success"][-1] for i in range(start)))
     t0 = time.perf_counter()
     bar = tqdm(range(start, n_episodes), initial=start, total=n_episodes, desc="collect", unit="ep")
@@ -111,5 +116,5 @@ def collect(cfg: DictConfig) -> Path:
     """Hydra task `robolearn collect` (see `collect_dataset` and configs/collect.yaml)."""
     return collect_dataset(cfg.output, cfg.task.env_id, OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
                            n_episodes=int(cfg.n_episodes), seed=int(cfg.seed), action_noise=float(cfg.action_noise),
-                           failure_rate=float(cfg.failure_rate),
+                           failure_rate=float(cfg.failure_rate), max_retries=int(cfg.max_retries),
                            image_obs=bool(cfg.image_obs), overwrite=bool(cfg.overwrite))

@@ -54,10 +54,25 @@ def test_default_output_goes_to_the_data_folder(tmp_path):
     assert ReplayBuffer.open(tmp_path / "data" / "lift_expert.zarr").n_episodes == 1
 
 
+def test_collect_with_recoveries(tmp_path):
+    out = tmp_path / "recovery.zarr"
+    robolearn("collect", "n_episodes=2", "failure_rate=1.0", "max_retries=1", f"output={out}", cwd=tmp_path)
+    rb = ReplayBuffer.open(out)
+    assert rb.attrs["robolearn"]["failure_rate"] == 1.0 and rb.attrs["robolearn"]["max_retries"] == 1
+    for i in range(2):
+        ep = rb.get_episode(i, ["action", "success"])
+        assert ep["success"][-1]  # every mistake was recovered
+        gripper = ep["action"][:, 5]  # rad: open 0.7, closed -0.15
+        closed = np.flatnonzero(gripper < 0)
+        assert len(closed) and (gripper[closed[0]:] > 0.5).any()  # closed, reopened, closed again
+        assert gripper[-1] < 0
+
+
 @pytest.mark.parametrize("args,message", [
     (["dataset", "info", "missing.zarr"], "replay buffer not found: missing.zarr"),
     (["collect", "n_episodes=0"], "n_episodes must be >= 1"),
     (["collect", "n_episodes=1", "action_noise=-1"], "action_noise must be >= 0"),
+    (["collect", "n_episodes=1", "max_retries=-1"], "max_retries must be >= 0"),
     (["frobnicate"], "unknown command"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, args, message):

@@ -1,6 +1,7 @@
 """The scripted Lift expert: succeeds, and picks among equivalent grasp yaws (multimodal)."""
 
 import numpy as np
+import pytest
 
 from robolearn.sim import LiftEnv, LiftExpert
 from robolearn.sim.expert import ROLL_LIMIT
@@ -42,3 +43,28 @@ def test_action_noise_changes_actions():
     clean.reset(obs, np.random.default_rng(0))
     noisy.reset(obs, np.random.default_rng(0))
     assert not np.allclose(clean.act(obs), noisy.act(obs))
+
+
+def test_injected_mistakes_fail_without_retries_and_are_recovered_with_them():
+    env = LiftEnv()
+    seeds = range(2000, 2006)
+    plain = LiftExpert(failure_rate=1.0)
+    assert not any(run(env, plain, seed) for seed in seeds)
+    recovering = LiftExpert(failure_rate=1.0, max_retries=1)
+    outcomes = []
+    for seed in seeds:
+        outcomes.append(run(env, recovering, seed))
+        assert recovering.retries <= 1
+        assert recovering.failure is None or recovering.retries == 0  # a retry drops the mistake
+    assert sum(outcomes) >= 5, outcomes
+
+
+def test_clean_expert_does_not_retry():
+    env, expert = LiftEnv(), LiftExpert(max_retries=2)
+    assert run(env, expert, 1000)
+    assert expert.retries == 0
+
+
+def test_negative_max_retries_is_rejected():
+    with pytest.raises(ValueError, match="max_retries"):
+        LiftExpert(max_retries=-1)

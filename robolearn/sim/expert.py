@@ -19,6 +19,8 @@ ROLL_LIMIT = 2.6  # rad; grasp yaws needing more wrist roll than this are not of
 FAILURES = ("early_close", "offset")
 EARLY_CLOSE_HEIGHT = (0.035, 0.065)  # m above the grasp point where an early close happens
 OFFSET_DISTANCE = (0.035, 0.05)  # m, horizontal distance of a misplaced grasp from the cube centre
+#: Jaw opening (m) below which closed jaws hold nothing: holding the 3 cm cube leaves ~0.037 m, empty jaws ~0.
+MISSED_GRASP_OPENING = 0.015
 
 
 def cube_yaw(quat: np.ndarray) -> float:
@@ -36,7 +38,8 @@ class LiftExpert:
     """A waypoint expert for Lift, solved with damped least-squares IK on the arm model.
 
     Phases: approach a pre-grasp point `approach_height` above the cube with the jaws open
-    and aligned with two opposite cube faces; descend; close the jaws; lift to `lift_z`.
+    and aligned with two opposite cube faces; descend; close the jaws; lift to `lift_z`
+    (with `max_retries`: after a missed grasp, retreat with open jaws and approach again).
     A Cartesian set-point moves towards each waypoint at a bounded speed, and DLS IK
     (`DampedLeastSquaresIK`) turns it into absolute joint targets every control step.
 
@@ -54,18 +57,25 @@ class LiftExpert:
             mixed-quality data): one of `FAILURES`, drawn uniformly. After the mistake the
             expert carries on with its plan (lifts the empty jaws), so such episodes fail.
             The episode's mistake is `self.failure` (None for a clean episode).
+        max_retries: recoveries per episode: when the closed jaws hold nothing (opening below
+            `MISSED_GRASP_OPENING`), reopen, rise to the pre-grasp height and grasp again, this
+            time without a mistake. 0 (the default) keeps the failed attempt, as above; with
+            `failure_rate` > 0 and `max_retries` >= 1 the demonstrations show recoveries.
+            `self.retries` counts the recoveries of the current episode.
 
     Raises:
-        ValueError: action_noise < 0 or failure_rate outside [0, 1].
+        ValueError: action_noise < 0, failure_rate outside [0, 1], or max_retries < 0.
     """
 
     def __init__(self, control_hz: float = 20.0, fast_speed: float = 0.3, slow_speed: float = 0.12,
                  approach_height: float = 0.07, lift_z: float = 0.13, action_noise: float = 0.0,
-                 failure_rate: float = 0.0):
+                 failure_rate: float = 0.0, max_retries: int = 0):
         if action_noise < 0:
             raise ValueError(f"action_noise must be >= 0 rad, got {action_noise}")
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError(f"failure_rate must be in [0, 1], got {failure_rate}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         model = load_model()
         self.ik = DampedLeastSquaresIK(model, "grasp_site", ARM_JOINT_NAMES)
         self.dt = 1.0 / control_hz
@@ -75,6 +85,7 @@ class LiftExpert:
         self.lift_z = lift_z
         self.action_noise = action_noise
         self.failure_rate = failure_rate
+        self.max_retries = max_retries
         self.rng = np.random.default_rng()
 
     def reset(self, obs: dict, rng: np.random.Generator | None = None) -> None:
@@ -82,19 +93,16 @@ class LiftExpert:
         if rng is not None:
             self.rng = rng
         q = np.asarray(obs["joint_pos"], dtype=float)
-        cube = np.asarray(obs["cube_pos"], dtype=float)
-        pan = float(np.arctan2(cube[1], cube[0]))
-        yaw = cube_yaw(np.asarray(obs["cube_quat"], dtype=float))
-        rolls = {k: wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)}
-        modes = [k for k, r in rolls.items() if abs(r) <= ROLL_LIMIT]
+        rolls = self._grasp_rolls(obs)
         #: k in 0..3: the grasp yaw is cube_yaw + k * pi/2 (the episode's mode)
-        self.grasp_mode = int(self.rng.choice(modes))
+        self.grasp_mode = int(self.rng.choice(list(rolls)))
         self.grasp_roll = rolls[self.grasp_mode]
         self.q_ik = q[:5].copy()
         self.setpoint, _ = self.ik.site_pose(self.q_ik)
         self.roll = float(q[4])
         self.phase = "approach"
         self.phase_steps = 0
+        self.retries = 0
         self.failure = None
         self.grasp_offset = np.zeros(3)
         self.close_height = 0.0
@@ -105,6 +113,27 @@ class LiftExpert:
                 self.grasp_offset[:2] = self.rng.uniform(*OFFSET_DISTANCE) * np.array([np.cos(angle), np.sin(angle)])
             else:
                 self.close_height = self.rng.uniform(*EARLY_CLOSE_HEIGHT)
+
+    @staticmethod
+    def _grasp_rolls(obs: dict) -> dict[int, float]:
+        """Wrist roll (rad) of each grasp mode k (grasp yaw cube_yaw + k * pi/2) within +-`ROLL_LIMIT`."""
+        cube = np.asarray(obs["cube_pos"], dtype=float)
+        pan = float(np.arctan2(cube[1], cube[0]))
+        yaw = cube_yaw(np.asarray(obs["cube_quat"], dtype=float))
+        rolls = {k: wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)}
+        return {k: r for k, r in rolls.items() if abs(r) <= ROLL_LIMIT}
+
+    def _retry(self, obs: dict) -> None:
+        """Recover from a missed grasp: drop the mistake and re-aim at the cube where it now lies,
+        with the grasp mode nearest the current wrist roll (a failed grasp may have turned it)."""
+        self.retries += 1
+        self.failure = None
+        self.grasp_offset = np.zeros(3)
+        self.close_height = 0.0
+        rolls = self._grasp_rolls(obs)
+        self.grasp_mode = min(rolls, key=lambda k: abs(rolls[k] - self.roll))
+        self.grasp_roll = rolls[self.grasp_mode]
+        self.phase, self.phase_steps = "retreat", 0
 
     def _advance(self, goal: np.ndarray, speed: float) -> bool:
         """Move the set-point towards `goal` by at most speed*dt; True once it is there."""
@@ -138,6 +167,13 @@ class LiftExpert:
             gripper = GRIPPER_CLOSED
             if self.phase_steps >= 8:
                 self.phase, self.phase_steps = "lift", 0
+        elif self.phase == "retreat":  # jaws open while rising back to the pre-grasp height
+            there = self._advance(np.array([*self.setpoint[:2], cube[2] + self.approach_height]), self.slow_speed)
+            if there and self.phase_steps >= 8:
+                self.phase, self.phase_steps = "approach", 0
+        if self.phase == "lift" and self.retries < self.max_retries \
+                and float(np.asarray(obs["gripper_opening"]).reshape(-1)[0]) < MISSED_GRASP_OPENING:
+            self._retry(obs)
         if self.phase == "lift":
             gripper = GRIPPER_CLOSED
             self._advance(np.array([self.setpoint[0], self.setpoint[1], self.lift_z]), self.slow_speed)
