@@ -1,8 +1,11 @@
 """DPPO vs Gaussian PPO on Lift, from the same weak start, side by side.
 
-    python bench/finetune.py [--pretrain-episodes 200] [--pretrain-steps 1000] [--iterations N]
+    python bench/finetune.py [--pretrain-episodes 200] [--pretrain-steps N] [--iterations N]
 
 In one run, with the `robolearn` commands a user would type:
+0. collects the demonstrations: the scripted expert with recoveries (`robolearn collect failure_rate=0.3
+   max_retries=1`: 30% of the episodes miss a first grasp, reopen and grasp again, as human
+   demonstrations do; --failure-rate 0 for clean demonstrations);
 1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps; an early checkpoint by default, or
    few demonstrations) and evaluates it on 50 held-out seeds (the start should be at 20-60% success);
    pretraining runs on one thread, so the same machine gives the same start every time;
@@ -22,8 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-
 
 
 def robolearn(*args: str) -> None:
@@ -53,7 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench_finetune")
     parser.add_argument("--pretrain-episodes", type=int, default=200)
-    parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--pretrain-steps", type=int, default=750)
+    parser.add_argument("--failure-rate", type=float, default=0.3,
+                        help="demonstrations with an injected mistake (recovered with --max-retries)")
+    parser.add_argument("--max-retries", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (default: the config's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default="bench/results/finetune_lift.png")
@@ -63,12 +67,15 @@ def main() -> None:
                         help="overrides for the DPPO run only, e.g. policy.min_sampling_denoising_std=0.05")
     args = parser.parse_args()
     out = Path(args.out)
-    common = [f"threads={args.threads}", *args.set]
+    dataset = out / "demos.zarr"
+    common = [f"threads={args.threads}", f"dataset={dataset}", *args.set]
     if args.iterations is not None:
         common.append(f"ppo.iterations={args.iterations}")
 
+    robolearn("collect", f"n_episodes={args.pretrain_episodes}", f"failure_rate={args.failure_rate}",
+              f"max_retries={args.max_retries}", f"output={dataset}")
     t0 = time.perf_counter()
-    robolearn("train", "policy=diffusion_unet_ddpm20", f"run_dir={out}/pretrain",
+    robolearn("train", "policy=diffusion_unet_ddpm20", f"dataset={dataset}", f"run_dir={out}/pretrain",
               f"training.max_train_episodes={args.pretrain_episodes}", f"training.steps={args.pretrain_steps}",
               "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", "threads=1")
     pretrain_s = time.perf_counter() - t0
@@ -85,7 +92,8 @@ def main() -> None:
     random_sps = random_action_steps_per_second()
 
     runs = {name: json.loads((out / name / "eval_results.json").read_text()) for name in ("dppo", "gaussian")}
-    print(f"\npretrained Diffusion Policy ({args.pretrain_episodes} demonstrations, {args.pretrain_steps} steps, "
+    print(f"\npretrained Diffusion Policy ({args.pretrain_episodes} demonstrations, failure_rate "
+          f"{args.failure_rate}, max_retries {args.max_retries}; {args.pretrain_steps} steps, "
           f"{pretrain_s / 60:.1f} min): {start['success_rate']:.0%} on 50 held-out seeds")
     print(f"\n{'iteration':>9} {'env steps':>10} | {'DPPO success':>12} {'wall min':>8} | "
           f"{'Gaussian success':>16} {'wall min':>8}")
@@ -99,7 +107,8 @@ def main() -> None:
               f"{r['env_steps']} env steps, {secs / 60:.1f} min wall, {r['env_steps'] / secs:,.0f} env steps/s")
     print(f"plain env stepping, random actions, one process: {random_sps:,.0f} env steps/s; "
           f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
-    summary = {"pretrain": {"episodes": args.pretrain_episodes, "steps": args.pretrain_steps,
+    summary = {"pretrain": {"episodes": args.pretrain_episodes, "failure_rate": args.failure_rate,
+                            "max_retries": args.max_retries, "steps": args.pretrain_steps,
                             "test_success": start["success_rate"], "seconds": pretrain_s},
                "random_action_env_steps_per_s": random_sps, "overrides": {"both": args.set, "dppo": args.dppo_set}}
     for name, secs in (("dppo", dppo_s), ("gaussian", gauss_s)):
@@ -131,7 +140,6 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
-
 
 
 if __name__ == "__main__":
