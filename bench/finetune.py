@@ -135,8 +135,9 @@ def main() -> None:
         ax.axhline(0.9, color="gray", lw=0.8, ls="--")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations, {args.pretrain_steps} pretraining "
-                 f"steps ({start['success_rate']:.0%} on 50 test seeds)")
+    recoveries = f" ({args.failure_rate:.0%} with recoveries)" if args.failure_rate and args.max_retries else ""
+    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations{recoveries}, {args.pretrain_steps} "
+                 f"pretraining steps ({start['success_rate']:.0%} on 50 test seeds)")
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
