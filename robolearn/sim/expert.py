@@ -103,9 +103,7 @@ class LiftExpert:
         self.phase = "approach"
         self.phase_steps = 0
         self.retries = 0
-        self.failure = None
-        self.grasp_offset = np.zeros(3)
-        self.close_height = 0.0
+        self._drop_mistake()
         if self.failure_rate > 0 and self.rng.random() < self.failure_rate:
             self.failure = str(self.rng.choice(FAILURES))
             if self.failure == "offset":
@@ -123,13 +121,17 @@ class LiftExpert:
         rolls = {k: wrap_angle(pan + np.pi - (yaw + k * np.pi / 2)) for k in range(4)}
         return {k: r for k, r in rolls.items() if abs(r) <= ROLL_LIMIT}
 
+    def _drop_mistake(self) -> None:
+        """A clean plan: no injected mistake, grasp aimed at the cube centre."""
+        self.failure = None
+        self.grasp_offset = np.zeros(3)
+        self.close_height = 0.0
+
     def _retry(self, obs: dict) -> None:
         """Recover from a missed grasp: drop the mistake and re-aim at the cube where it now lies,
         with the grasp mode nearest the current wrist roll (a failed grasp may have turned it)."""
         self.retries += 1
-        self.failure = None
-        self.grasp_offset = np.zeros(3)
-        self.close_height = 0.0
+        self._drop_mistake()
         rolls = self._grasp_rolls(obs)
         self.grasp_mode = min(rolls, key=lambda k: abs(rolls[k] - self.roll))
         self.grasp_roll = rolls[self.grasp_mode]
