@@ -7,13 +7,13 @@ In one run, with the `robolearn` commands a user would type:
    max_retries=1`: 30% of the episodes miss a first grasp, reopen and grasp again, as human
    demonstrations do; --failure-rate 0 for clean demonstrations);
 1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps; an early checkpoint by default, or
-   few demonstrations) and evaluates it on 50 held-out seeds (the start should be at 20-60% success);
+   few demonstrations) and evaluates it on held-out test seeds (200 by default) (the start should be at 20-60% success);
    pretraining runs on one thread, so the same machine gives the same start every time;
 2. fine-tunes it with DPPO (`robolearn finetune`, its default settings unless --set/--dppo-set);
 3. fine-tunes a Gaussian MLP policy, BC-pretrained on the same demonstrations, with PPO and the
    same envs and budget (`robolearn finetune policy=gaussian`);
 4. measures plain env stepping with random actions in this process, for the throughput ratio.
-It prints both learning curves (success vs env steps and wall clock), the final success on 50
+It prints both learning curves (success vs env steps and wall clock), the final success on the
 held-out test seeds, throughput in env steps/s, and writes a PNG of both curves.
 """
 
@@ -59,6 +59,8 @@ def main() -> None:
                         help="demonstrations with an injected mistake (recovered with --max-retries)")
     parser.add_argument("--max-retries", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (default: the config's)")
+    parser.add_argument("--test-episodes", type=int, default=200,
+                        help="held-out test seeds for the start and the final checkpoints")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default="bench/results/finetune_lift.png")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -68,7 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     dataset = out / "demos.zarr"
-    common = [f"threads={args.threads}", f"dataset={dataset}", *args.set]
+    test = f"eval.final_n_episodes={args.test_episodes}"
+    common = [f"threads={args.threads}", f"dataset={dataset}", test, *args.set]
     if args.iterations is not None:
         common.append(f"ppo.iterations={args.iterations}")
 
@@ -77,24 +80,23 @@ def main() -> None:
     t0 = time.perf_counter()
     robolearn("train", "policy=diffusion_unet_ddpm20", f"dataset={dataset}", f"run_dir={out}/pretrain",
               f"training.max_train_episodes={args.pretrain_episodes}", f"training.steps={args.pretrain_steps}",
-              "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", "threads=1")
+              "training.warmup_steps=200", "eval.n_episodes=0", "eval.n_video=0", test, "threads=1")
     pretrain_s = time.perf_counter() - t0
     start = json.loads((out / "pretrain" / "eval_results.json").read_text())
 
-    t0 = time.perf_counter()
     robolearn("finetune", f"checkpoint={out}/pretrain/checkpoints/latest", f"run_dir={out}/dppo", *common,
               *args.dppo_set)
-    dppo_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     robolearn("finetune", "policy=gaussian", f"policy.bc_max_episodes={args.pretrain_episodes}",
               f"run_dir={out}/gaussian", *common)
-    gauss_s = time.perf_counter() - t0
     random_sps = random_action_steps_per_second()
 
     runs = {name: json.loads((out / name / "eval_results.json").read_text()) for name in ("dppo", "gaussian")}
+    # fine-tuning wall clock from the runs' own curves: cumulative across resumes (a second invocation with
+    # more --iterations continues both runs), selection evaluations included, the final test evaluation not
+    dppo_s, gauss_s = (runs[name]["curve"][-1]["wall_s"] for name in ("dppo", "gaussian"))
     print(f"\npretrained Diffusion Policy ({args.pretrain_episodes} demonstrations, failure_rate "
           f"{args.failure_rate}, max_retries {args.max_retries}; {args.pretrain_steps} steps, "
-          f"{pretrain_s / 60:.1f} min): {start['success_rate']:.0%} on 50 held-out seeds")
+          f"{pretrain_s / 60:.1f} min in this invocation): {start['success_rate']:.1%} on {start['n_episodes']} held-out test seeds")
     print(f"\n{'iteration':>9} {'env steps':>10} | {'DPPO success':>12} {'wall min':>8} | "
           f"{'Gaussian success':>16} {'wall min':>8}")
     curves = {name: r["curve"] for name, r in runs.items()}
@@ -103,8 +105,12 @@ def main() -> None:
               f"{b['success_rate']:>16.0%} {b['wall_s'] / 60:>8.1f}")
     for name, r, secs in (("DPPO", runs["dppo"], dppo_s), ("Gaussian PPO", runs["gaussian"], gauss_s)):
         lo, hi = r["ci95"]
-        print(f"{name:>12}: final {r['success_rate']:.0%} on 50 held-out test seeds (95% CI {lo:.0%}-{hi:.0%}), "
+        print(f"{name:>12}: best checkpoint {r['success_rate']:.1%} on {r['n_episodes']} held-out test seeds "
+              f"(95% CI {lo:.0%}-{hi:.0%}), "
               f"{r['env_steps']} env steps, {secs / 60:.1f} min wall, {r['env_steps'] / secs:,.0f} env steps/s")
+        if "latest" in r:
+            lo, hi = r["latest"]["ci95"]
+            print(f"{'':>12}  the last checkpoint: {r['latest']['success_rate']:.1%} (95% CI {lo:.0%}-{hi:.0%})")
     print(f"plain env stepping, random actions, one process: {random_sps:,.0f} env steps/s; "
           f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
     summary = {"pretrain": {"episodes": args.pretrain_episodes, "failure_rate": args.failure_rate,
@@ -113,7 +119,8 @@ def main() -> None:
                "random_action_env_steps_per_s": random_sps, "overrides": {"both": args.set, "dppo": args.dppo_set}}
     for name, secs in (("dppo", dppo_s), ("gaussian", gauss_s)):
         r = runs[name]
-        summary[name] = {"test_success": r["success_rate"], "ci95": r["ci95"], "env_steps": r["env_steps"],
+        summary[name] = {"test_success": r["success_rate"], "ci95": r["ci95"], "latest": r.get("latest"),
+                         "env_steps": r["env_steps"],
                          "seconds": secs, "env_steps_per_s": r["env_steps"] / secs, "curve": r["curve"]}
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     Path(args.plot).with_suffix(".json").write_text(json.dumps(summary, indent=1))
@@ -137,7 +144,7 @@ def main() -> None:
     axes[0].legend()
     recoveries = f" ({args.failure_rate:.0%} with recoveries)" if args.failure_rate and args.max_retries else ""
     fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations{recoveries}, {args.pretrain_steps} "
-                 f"pretraining steps ({start['success_rate']:.0%} on 50 test seeds)")
+                 f"pretraining steps ({start['success_rate']:.0%} on {start['n_episodes']} test seeds)")
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")

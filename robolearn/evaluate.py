@@ -95,12 +95,13 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
 def selection_eval(policy, env_id: str, seeds, env_kwargs: dict, writer, step: int, best: float,
                    label: str) -> tuple[dict, bool, float]:
     """Periodic evaluation during training on checkpoint-selection seeds: logs eval/success_rate and
-    eval/mean_length at `step`, prints a line, and returns (results, is_new_best, best_so_far)."""
+    eval/mean_length at `step`, prints a line, and returns (results, is_new_best, best_so_far).
+    A tie with the best so far counts as a new best: the later checkpoint has trained longer."""
     results = evaluate_policy(policy, env_id, seeds, env_kwargs, progress=False)
     writer.add_scalar("eval/success_rate", results["success_rate"], step)
     writer.add_scalar("eval/mean_length", results["mean_length"], step)
     tqdm.write(f"{label}: {format_results(results)}")
-    return results, results["success_rate"] > best, max(best, results["success_rate"])
+    return results, results["success_rate"] >= best, max(best, results["success_rate"])
 
 
 def format_results(results: dict) -> str:

@@ -32,7 +32,8 @@ from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, l
                                            save_policy)
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
-from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
+from robolearn.rl.ppo import (RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, cosine_lr,
+                           ppo_policy_loss)
 
 
 def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int | None) -> DiffusionPolicy:
@@ -275,6 +276,9 @@ def finetune(cfg: DictConfig) -> dict:
     bar = tqdm(range(start_iter, pc.iterations), initial=start_iter, total=pc.iterations, desc=f"finetune {cfg.policy.name}",
                unit="itr")
     for iteration in bar:
+        actor_lr = cosine_lr(iteration, pc.iterations, pc.actor_lr, pc.actor_lr_min)
+        for group in actor_opt.param_groups:
+            group["lr"] = actor_lr
         # -- rollout ---------------------------------------------------------------------
         T, N = pc.n_steps, pc.n_envs
         conds, records, rewards, dones, values = [], [], np.zeros((T, N)), np.zeros((T, N)), np.zeros((T, N))
@@ -319,6 +323,7 @@ def finetune(cfg: DictConfig) -> dict:
         for key, value in stats.items():
             writer.add_scalar(f"train/{key}", value, it)
         writer.add_scalar("train/env_steps", env_steps, it)
+        writer.add_scalar("train/actor_lr", actor_lr, it)
         writer.add_scalar("train/explained_variance", explained_var, it)  # of the critic, before the update
         if finished:
             writer.add_scalar("train/rollout_success_rate", successes / finished, it)
@@ -336,10 +341,15 @@ def finetune(cfg: DictConfig) -> dict:
     envs.close()
 
     final = checkpoints.best or checkpoints.latest
-    results = evaluate_policy(load_policy(final, device=device), cfg.task.env_id,
-                              range(ec.seed, ec.seed + ec.final_n_episodes), env_kwargs,
+    test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
+    results = evaluate_policy(load_policy(final, device=device), cfg.task.env_id, test_seeds, env_kwargs,
                               video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
     results.update(checkpoint=str(final.resolve()), env_steps=env_steps, curve=history)
+    if final.resolve() != checkpoints.latest.resolve():  # the last checkpoint too: no selection bias
+        last = evaluate_policy(load_policy(checkpoints.latest, device=device), cfg.task.env_id, test_seeds, env_kwargs)
+        results["latest"] = {key: last[key] for key in ("success_rate", "ci95", "n_episodes", "mean_length")}
+        results["latest"]["checkpoint"] = str(checkpoints.latest.resolve())
+        tqdm.write(f"latest checkpoint {checkpoints.latest.resolve().name}: {format_results(last)}")
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     writer.close()
     print(f"\n{format_results(results)}")

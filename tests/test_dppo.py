@@ -11,7 +11,7 @@ from robolearn.datasets import LinearNormalizer
 from robolearn.finetune import DiffusionAgent, ppo_update, with_fine_tuning
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.rl.dppo import DPPOActor
-from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae
+from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae, cosine_lr
 
 DPPO_CFG = OmegaConf.create({"min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1, "randn_clip": 3.0,
                              "eta": 1.0, "gamma_denoising": 0.99, "clip_base": 0.001, "clip_final": 0.01,
@@ -89,6 +89,14 @@ def test_clip_schedule_ends():
     assert eps[0] == pytest.approx(0.001) and eps[-1] == pytest.approx(0.01)
     assert np.all(np.diff(eps) > 0) and np.all(np.diff(eps, 2) > 0)  # rises, exponentially
     assert clip_schedule(0, 1, 0.001, 0.01, 3.0) == pytest.approx(0.01)
+
+
+def test_cosine_actor_lr_ends_midpoint_and_constant_default():
+    lrs = [cosine_lr(i, 11, 3e-5, 3e-6) for i in range(11)]
+    assert lrs[0] == pytest.approx(3e-5) and lrs[-1] == pytest.approx(3e-6)
+    assert lrs[5] == pytest.approx(0.5 * (3e-5 + 3e-6))  # half-way down at the middle iteration
+    assert np.all(np.diff(lrs) < 0)
+    assert cosine_lr(7, 11, 3e-5, None) == 3e-5
 
 
 def test_gae_hand_computed():
