@@ -50,6 +50,33 @@ def random_action_steps_per_second(seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def plot_curves(summary: dict, path: str) -> None:
+    """PNG of both selection-seed learning curves, against env steps and against wall clock."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, label in (("dppo", "DPPO (diffusion)"), ("gaussian", "Gaussian PPO")):
+        c = summary[name]["curve"]
+        axes[0].plot([p["env_steps"] / 1000 for p in c], [p["success_rate"] for p in c], marker="o", label=label)
+        axes[1].plot([p["wall_s"] / 60 for p in c], [p["success_rate"] for p in c], marker="o", label=label)
+    for ax, xlabel in zip(axes, ("env steps, thousands", "wall clock, min (2 CPU cores)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("success rate (selection seeds)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(0.9, color="gray", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    pre = summary["pretrain"]
+    recoveries = f" ({pre['failure_rate']:.0%} with recoveries)" if pre["failure_rate"] and pre["max_retries"] else ""
+    fig.suptitle(f"Lift fine-tuning from {pre['episodes']} demonstrations{recoveries}, {pre['steps']} "
+                 f"pretraining steps ({pre['test_success']:.0%} on {pre['test_episodes']} test seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench_finetune")
@@ -67,7 +94,11 @@ def main() -> None:
                         help="extra `robolearn finetune` overrides for both runs, e.g. ppo.actor_lr=3e-5")
     parser.add_argument("--dppo-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for the DPPO run only, e.g. policy.min_sampling_denoising_std=0.05")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the plot's JSON")
     args = parser.parse_args()
+    if args.replot:
+        plot_curves(json.loads(Path(args.plot).with_suffix(".json").read_text()), args.plot)
+        return
     out = Path(args.out)
     dataset = out / "demos.zarr"
     test = f"eval.final_n_episodes={args.test_episodes}"
@@ -115,7 +146,8 @@ def main() -> None:
           f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
     summary = {"pretrain": {"episodes": args.pretrain_episodes, "failure_rate": args.failure_rate,
                             "max_retries": args.max_retries, "steps": args.pretrain_steps,
-                            "test_success": start["success_rate"], "seconds": pretrain_s},
+                            "test_success": start["success_rate"], "test_episodes": start["n_episodes"],
+                            "seconds": pretrain_s},
                "random_action_env_steps_per_s": random_sps, "overrides": {"both": args.set, "dppo": args.dppo_set}}
     for name, secs in (("dppo", dppo_s), ("gaussian", gauss_s)):
         r = runs[name]
@@ -125,28 +157,7 @@ def main() -> None:
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     Path(args.plot).with_suffix(".json").write_text(json.dumps(summary, indent=1))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, label in (("dppo", "DPPO (diffusion)"), ("gaussian", "Gaussian PPO")):
-        c = curves[name]
-        axes[0].plot([p["env_steps"] for p in c], [p["success_rate"] for p in c], marker="o", label=label)
-        axes[1].plot([p["wall_s"] / 60 for p in c], [p["success_rate"] for p in c], marker="o", label=label)
-    for ax, xlabel in zip(axes, ("env steps", "wall clock, min (2 CPU cores)")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("success rate (selection seeds)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.axhline(0.9, color="gray", lw=0.8, ls="--")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    recoveries = f" ({args.failure_rate:.0%} with recoveries)" if args.failure_rate and args.max_retries else ""
-    fig.suptitle(f"Lift fine-tuning from {args.pretrain_episodes} demonstrations{recoveries}, {args.pretrain_steps} "
-                 f"pretraining steps ({start['success_rate']:.0%} on {start['n_episodes']} test seeds)")
-    fig.tight_layout()
-    fig.savefig(args.plot, dpi=110)
+    plot_curves(summary, args.plot)
     print(f"plot: {args.plot}")
 
 
