@@ -7,7 +7,7 @@ In one run, with the `robolearn` commands a user would type:
    max_retries=1`: 30% of the episodes miss a first grasp, reopen and grasp again, as human
    demonstrations do; --failure-rate 0 for clean demonstrations);
 1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps; an early checkpoint by default, or
-   few demonstrations) and evaluates it on held-out test seeds (200 by default) (the start should be at 20-60% success);
+   few demonstrations) and evaluates it on 200 held-out test seeds (--test-episodes; the start should be at 20-60%);
    pretraining runs on one thread, so the same machine gives the same start every time;
 2. fine-tunes it with DPPO (`robolearn finetune`, its default settings unless --set/--dppo-set);
 3. fine-tunes a Gaussian MLP policy, BC-pretrained on the same demonstrations, with PPO and the
