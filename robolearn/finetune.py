@@ -32,8 +32,7 @@ from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, l
                                            save_policy)
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
-from robolearn.rl.ppo import (RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, cosine_lr,
-                           ppo_policy_loss)
+from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, cosine_lr, ppo_policy_loss
 
 
 def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int | None) -> DiffusionPolicy:
