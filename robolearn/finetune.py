@@ -32,7 +32,7 @@ from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, l
                                            save_policy)
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
-from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, cosine_lr, ppo_policy_loss
+from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
 
 
 def with_fine_tuning(policy: DiffusionPolicy, ft_denoising_steps: int | None) -> DiffusionPolicy:
@@ -112,6 +112,15 @@ class GaussianAgent:
 
     def extra_loss(self, cond, record, k) -> torch.Tensor:
         return torch.zeros((), device=cond.device)
+
+
+def actor_lr_scheduler(actor_opt: torch.optim.Optimizer, iterations: int,
+                       lr_min: float | None) -> torch.optim.lr_scheduler.CosineAnnealingLR | None:
+    """Cosine annealing of the actor lr (Loshchilov & Hutter 2017, eq. 5) from its initial value at the
+    first iteration to `lr_min` at the last, stepped once per iteration; None (lr_min None): constant lr."""
+    if lr_min is None:
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(actor_opt, T_max=max(iterations - 1, 1), eta_min=lr_min)
 
 
 def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torch.Tensor, record_all: dict,
@@ -231,6 +240,7 @@ def finetune(cfg: DictConfig) -> dict:
     cond_dim = To * sum(policy.config.obs_dims)
     critic = ValueCritic(cond_dim, tuple(pc.critic_hidden)).to(device)
     actor_opt = torch.optim.AdamW(agent.params, lr=pc.actor_lr, weight_decay=0.0)
+    actor_sched = actor_lr_scheduler(actor_opt, pc.iterations, pc.actor_lr_min)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=pc.critic_lr, weight_decay=0.0)
     envs = make_chunk_vector_env(cfg.task.env_id, env_kwargs, pc.n_envs, To, Ta, cfg.env_vectorization)
     scaler = RunningRewardScaler(pc.n_envs, pc.gamma)
@@ -244,6 +254,8 @@ def finetune(cfg: DictConfig) -> dict:
         optimizer_from_safetensors(critic_opt, {k[7:]: v for k, v in meta_tensors.items() if k.startswith("critic_o.")},
                                    meta["critic_opt"])
         scaler.restore(meta["scaler"])
+        if actor_sched is not None and meta.get("actor_sched"):
+            actor_sched.load_state_dict(meta["actor_sched"])
         rng = restore_numpy_rng(meta["rng"])
         torch.set_rng_state(meta_tensors["torch_rng"])
         start_iter, env_steps, best = meta["iteration"], meta["env_steps"], meta["best_success"]
@@ -266,6 +278,7 @@ def finetune(cfg: DictConfig) -> dict:
         tensors = {**{f"actor.{k}": v for k, v in a_t.items()}, **{f"critic_o.{k}": v for k, v in c_t.items()},
                    **{f"critic.{k}": v for k, v in critic.state_dict().items()}, "torch_rng": torch.get_rng_state()}
         meta = {"iteration": iteration, "env_steps": env_steps, "best_success": best, "actor_opt": a_meta,
+                "actor_sched": actor_sched.state_dict() if actor_sched is not None else None,
                 "critic_opt": c_meta, "scaler": scaler.state(), "rng": numpy_rng_state(rng)}
         extra = {"finetune": OmegaConf.to_container(cfg, resolve=True)}
         checkpoints.save(iteration, lambda folder: save_policy(folder, policy, None, extra), tensors, meta,
@@ -275,9 +288,6 @@ def finetune(cfg: DictConfig) -> dict:
     bar = tqdm(range(start_iter, pc.iterations), initial=start_iter, total=pc.iterations, desc=f"finetune {cfg.policy.name}",
                unit="itr")
     for iteration in bar:
-        actor_lr = cosine_lr(iteration, pc.iterations, pc.actor_lr, pc.actor_lr_min)
-        for group in actor_opt.param_groups:
-            group["lr"] = actor_lr
         # -- rollout ---------------------------------------------------------------------
         T, N = pc.n_steps, pc.n_envs
         conds, records, rewards, dones, values = [], [], np.zeros((T, N)), np.zeros((T, N)), np.zeros((T, N))
@@ -322,7 +332,9 @@ def finetune(cfg: DictConfig) -> dict:
         for key, value in stats.items():
             writer.add_scalar(f"train/{key}", value, it)
         writer.add_scalar("train/env_steps", env_steps, it)
-        writer.add_scalar("train/actor_lr", actor_lr, it)
+        writer.add_scalar("train/actor_lr", actor_opt.param_groups[0]["lr"], it)  # the lr this iteration used
+        if actor_sched is not None:
+            actor_sched.step()
         writer.add_scalar("train/explained_variance", explained_var, it)  # of the critic, before the update
         if finished:
             writer.add_scalar("train/rollout_success_rate", successes / finished, it)

@@ -1,5 +1,6 @@
 """DPPO: log-probabilities, PPO pieces, frozen steps, and learning on a one-step bandit."""
 
+import json
 import math
 
 import numpy as np
@@ -8,10 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from robolearn.datasets import LinearNormalizer
-from robolearn.finetune import DiffusionAgent, ppo_update, with_fine_tuning
+from robolearn.finetune import DiffusionAgent, actor_lr_scheduler, ppo_update, with_fine_tuning
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.rl.dppo import DPPOActor
-from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae, cosine_lr
+from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae
 
 DPPO_CFG = OmegaConf.create({"min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1, "randn_clip": 3.0,
                              "eta": 1.0, "gamma_denoising": 0.99, "clip_base": 0.001, "clip_final": 0.01,
@@ -91,12 +92,32 @@ def test_clip_schedule_ends():
     assert clip_schedule(0, 1, 0.001, 0.01, 3.0) == pytest.approx(0.01)
 
 
+def actor_lrs(iterations: int, lr: float, lr_min: float | None, resume_at: int | None = None) -> list[float]:
+    """The actor lr each iteration uses; with resume_at, the scheduler is rebuilt there from its JSON state."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = actor_lr_scheduler(opt, iterations, lr_min)
+    lrs = []
+    for i in range(iterations):
+        if i == resume_at:  # as finetune resumes: a new optimizer and scheduler, then their saved JSON states
+            groups, state = json.loads(json.dumps([opt.state_dict()["param_groups"], sched.state_dict()]))
+            opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+            sched = actor_lr_scheduler(opt, iterations, lr_min)
+            opt.load_state_dict({"state": {}, "param_groups": groups})
+            sched.load_state_dict(state)
+        lrs.append(opt.param_groups[0]["lr"])
+        if sched is not None:
+            opt.step()
+            sched.step()
+    return lrs
+
+
 def test_cosine_actor_lr_ends_midpoint_and_constant_default():
-    lrs = [cosine_lr(i, 11, 3e-5, 3e-6) for i in range(11)]
+    lrs = actor_lrs(11, 3e-5, 3e-6)
     assert lrs[0] == pytest.approx(3e-5) and lrs[-1] == pytest.approx(3e-6)
     assert lrs[5] == pytest.approx(0.5 * (3e-5 + 3e-6))  # half-way down at the middle iteration
     assert np.all(np.diff(lrs) < 0)
-    assert cosine_lr(7, 11, 3e-5, None) == 3e-5
+    assert actor_lrs(11, 3e-5, None)[7] == 3e-5
+    assert actor_lrs(11, 3e-5, 3e-6, resume_at=4) == pytest.approx(lrs)  # resumed from the JSON state
 
 
 def test_gae_hand_computed():

@@ -81,18 +81,6 @@ def clip_schedule(k: int | np.ndarray, n: int, base: float, final: float, rate: 
     return base + (final - base) * (np.exp(rate * k / (n - 1)) - 1.0) / (math.exp(rate) - 1.0)
 
 
-def cosine_lr(iteration: int, iterations: int, lr: float, lr_min: float | None) -> float:
-    """Learning rate for PPO iteration `iteration` in [0, iterations): cosine annealing from `lr` to
-    `lr_min` over the run (Loshchilov & Hutter 2017, eq. 5, one cycle); None keeps `lr` constant.
-
-    A function of the iteration alone, so a resumed run continues the same schedule.
-    """
-    if lr_min is None or iterations <= 1:
-        return float(lr)
-    frac = min(max(iteration / (iterations - 1), 0.0), 1.0)
-    return float(lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * frac)))
-
-
 def ppo_policy_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantage: torch.Tensor,
                     clip: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate (Schulman et al. 2017, eq. 7), averaged; also returns diagnostics.
