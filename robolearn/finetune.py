@@ -7,7 +7,8 @@ same demonstrations, with the same envs, GAE, reward scaling and PPO update.
 Each iteration collects `n_steps` chunk decisions in each of `n_envs` vectorized envs,
 computes GAE(lambda) over decisions (chunk reward = sum of step rewards) with running
 reward scaling, then runs `update_epochs` passes of PPO over minibatches of
-(env step, denoising step) pairs.
+(env step, denoising step) pairs. The online weights act in the rollouts; an exponential moving
+average of them over iterations (`ema`) is what is evaluated, checkpointed and deployed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianC
 from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, load_policy, numpy_rng_state,
                                            optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng,
                                            save_policy)
+from robolearn.policies.ema import EMA
 from robolearn.rl.dppo import DPPOActor
 from robolearn.rl.envs import make_chunk_vector_env
 from robolearn.rl.ppo import RunningRewardScaler, ValueCritic, clip_schedule, compute_gae, ppo_policy_loss
@@ -219,8 +221,8 @@ def finetune(cfg: DictConfig) -> dict:
         if cfg.checkpoint is None and checkpoints.latest is None:
             raise UserError("give the pretrained Diffusion Policy: robolearn finetune checkpoint=runs/.../checkpoints/best")
         source = checkpoints.latest or Path(cfg.checkpoint)
-        try:
-            base = load_policy(source, use_ema=True, device=device)
+        try:  # resuming: the online weights (the average is restored below); else the pretrained EMA weights
+            base = load_policy(source, use_ema=checkpoints.latest is None, device=device)
         except CheckpointError as exc:
             raise UserError(str(exc)) from exc
         if not isinstance(base, DiffusionPolicy):
@@ -229,7 +231,8 @@ def finetune(cfg: DictConfig) -> dict:
         policy.model.requires_grad_(False)
         agent = DiffusionAgent(policy.to(device), cfg.policy)
     elif cfg.policy.name == "gaussian":
-        policy = load_policy(checkpoints.latest, device=device) if checkpoints.latest else pretrain_gaussian(cfg, device)
+        policy = (load_policy(checkpoints.latest, use_ema=False, device=device) if checkpoints.latest
+                  else pretrain_gaussian(cfg, device))
         agent = GaussianAgent(policy, cfg.policy)
         # one pair per decision: its own minibatch size keeps the number of updates per iteration DPPO's
         pc = OmegaConf.merge(pc, {"minibatch_size": cfg.policy.minibatch_size})
@@ -242,6 +245,7 @@ def finetune(cfg: DictConfig) -> dict:
     actor_opt = torch.optim.AdamW(agent.params, lr=pc.actor_lr, weight_decay=0.0)
     actor_sched = actor_lr_scheduler(actor_opt, pc.iterations, pc.actor_lr_min)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=pc.critic_lr, weight_decay=0.0)
+    ema = EMA(policy, power=cfg.ema.power, max_decay=cfg.ema.max_decay)  # updated once per actor iteration
     envs = make_chunk_vector_env(cfg.task.env_id, env_kwargs, pc.n_envs, To, Ta, cfg.env_vectorization)
     scaler = RunningRewardScaler(pc.n_envs, pc.gamma)
     rng = np.random.default_rng(cfg.seed)
@@ -259,6 +263,8 @@ def finetune(cfg: DictConfig) -> dict:
         rng = restore_numpy_rng(meta["rng"])
         torch.set_rng_state(meta_tensors["torch_rng"])
         start_iter, env_steps, best = meta["iteration"], meta["env_steps"], meta["best_success"]
+        ema.averaged.load_state_dict(load_policy(checkpoints.latest, use_ema=True, device=device).state_dict())
+        ema.step = meta["ema_step"]
         print(f"resumed from {checkpoints.latest.resolve()} at iteration {start_iter}")
 
     writer = SummaryWriter(str(run_dir / "tb"))
@@ -278,10 +284,11 @@ def finetune(cfg: DictConfig) -> dict:
         tensors = {**{f"actor.{k}": v for k, v in a_t.items()}, **{f"critic_o.{k}": v for k, v in c_t.items()},
                    **{f"critic.{k}": v for k, v in critic.state_dict().items()}, "torch_rng": torch.get_rng_state()}
         meta = {"iteration": iteration, "env_steps": env_steps, "best_success": best, "actor_opt": a_meta,
+                "ema_step": ema.step,
                 "actor_sched": actor_sched.state_dict() if actor_sched is not None else None,
                 "critic_opt": c_meta, "scaler": scaler.state(), "rng": numpy_rng_state(rng)}
         extra = {"finetune": OmegaConf.to_container(cfg, resolve=True)}
-        checkpoints.save(iteration, lambda folder: save_policy(folder, policy, None, extra), tensors, meta,
+        checkpoints.save(iteration, lambda folder: save_policy(folder, policy, ema.averaged, extra), tensors, meta,
                          is_best=is_best)
         (run_dir / "curve.json").write_text(json.dumps(history, indent=1))
 
@@ -323,9 +330,12 @@ def finetune(cfg: DictConfig) -> dict:
         explained_var = 1.0 - float(np.var(returns - values)) / max(float(np.var(returns)), 1e-8)
 
         # -- update ----------------------------------------------------------------------
+        actor_active = iteration >= pc.critic_warmup_iters
         stats = ppo_update(agent, critic, actor_opt, critic_opt, torch.cat(conds),
                            {k: torch.cat([r[k] for r in records]) for k in records[0]}, adv.reshape(-1),
-                           returns.reshape(-1), pc, rng, actor_active=iteration >= pc.critic_warmup_iters)
+                           returns.reshape(-1), pc, rng, actor_active=actor_active)
+        if actor_active:
+            ema.update(policy)
 
         # -- logging, evaluation, checkpoints -------------------------------------------------
         it = iteration + 1
@@ -341,7 +351,7 @@ def finetune(cfg: DictConfig) -> dict:
         bar.set_postfix(env_steps=env_steps, rollout_success=f"{successes / max(finished, 1):.0%}")
         is_best = False
         if ec.n_episodes and (it % ec.every == 0 or it == pc.iterations):
-            results, is_best, best = selection_eval(policy, cfg.task.env_id, selection_seeds, env_kwargs, writer, it,
+            results, is_best, best = selection_eval(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs, writer, it,
                                                     best, f"iteration {it} ({env_steps} env steps)")
             history.append({"iteration": it, "env_steps": env_steps, "wall_s": time.perf_counter() - wall0,
                             "success_rate": results["success_rate"]})
@@ -352,10 +362,16 @@ def finetune(cfg: DictConfig) -> dict:
     envs.close()
 
     final = checkpoints.best or checkpoints.latest
+    results = {"checkpoint": str(final.resolve()), "env_steps": env_steps, "curve": history}
+    if not ec.final_n_episodes:  # no test evaluation asked for
+        (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
+        writer.close()
+        print(f"\ncheckpoint: {final}  (no test evaluation: eval.final_n_episodes=0)\n"
+              f"logs:       tensorboard --logdir {run_dir / 'tb'}")
+        return results
     test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
-    results = evaluate_policy(load_policy(final, device=device), cfg.task.env_id, test_seeds, env_kwargs,
-                              video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
-    results.update(checkpoint=str(final.resolve()), env_steps=env_steps, curve=history)
+    results = {**evaluate_policy(load_policy(final, device=device), cfg.task.env_id, test_seeds, env_kwargs,
+                                 video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video), **results}
     if final.resolve() != checkpoints.latest.resolve():  # the last checkpoint too: no selection bias
         last = evaluate_policy(load_policy(checkpoints.latest, device=device), cfg.task.env_id, test_seeds, env_kwargs)
         results["latest"] = {key: last[key] for key in ("success_rate", "ci95", "n_episodes", "mean_length")}

@@ -178,3 +178,29 @@ def test_ft_steps_none_fine_tunes_every_denoising_step():
     assert policy.config.ft_denoising_steps == 5
     assert all(policy.denoiser(i, 5) is policy.ft_model for i in range(5))
     assert DPPOActor(policy).K_ft == 5
+
+
+def test_finetuned_checkpoint_keeps_raw_and_averaged_denoisers(tmp_path):
+    from robolearn.policies.checkpoint import CheckpointError, load_policy, save_policy
+    from robolearn.policies.ema import EMA
+
+    policy = with_fine_tuning(pretrained(), 5)
+    ema = EMA(policy, power=0.75, max_decay=0.99)
+    ema.update(policy)  # first update copies the online weights
+    with torch.no_grad():
+        for p in policy.ft_model.parameters():
+            p.add_(0.1)
+    ema.update(policy)  # decay 1 - 2^-0.75: the average is between the old and the new weights
+    save_policy(tmp_path / "ft", policy, ema.averaged)
+    raw, averaged = load_policy(tmp_path / "ft", use_ema=False), load_policy(tmp_path / "ft")
+    for name, p in policy.ft_model.state_dict().items():
+        assert torch.equal(raw.ft_model.state_dict()[name], p)
+        assert torch.equal(averaged.ft_model.state_dict()[name], ema.averaged.ft_model.state_dict()[name])
+    weight = next(n for n, p in policy.ft_model.named_parameters() if p.dim() > 1)
+    gap = averaged.ft_model.state_dict()[weight] - (policy.ft_model.state_dict()[weight] - 0.1)
+    torch.testing.assert_close(gap, torch.full_like(gap, 0.1 * 2 ** -0.75))
+    for name, p in policy.model.state_dict().items():  # the frozen pretrained denoiser is the same in both
+        assert torch.equal(averaged.model.state_dict()[name], p)
+    (tmp_path / "ft" / "ft_ema.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no ft_ema.safetensors"):
+        load_policy(tmp_path / "ft")

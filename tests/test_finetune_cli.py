@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+from safetensors.torch import load_file
 from test_train_cli import TINY, run
 
 # 0.5 s episodes (10 env steps), so episodes end, are reset and bootstrapped within an iteration
@@ -20,13 +22,18 @@ def test_dppo_finetune_resumes_and_loads_in_eval(tmp_path):
     out = run(*ft, "ppo.iterations=2", cwd=tmp_path).stdout
     assert "success" in out
     latest = tmp_path / "ft" / "checkpoints" / "latest"
-    assert (latest / "ft_model.safetensors").is_file()
+    raw, averaged = (load_file(latest / f"{name}.safetensors") for name in ("ft_model", "ft_ema"))
+    assert all(torch.equal(raw[k], averaged[k]) for k in raw)  # the first update of the average copies
     curve = json.loads((tmp_path / "ft" / "curve.json").read_text())
     assert [c["iteration"] for c in curve] == [0, 1, 2] and curve[-1]["env_steps"] > 0
 
     out = run(*ft, "ppo.iterations=3", cwd=tmp_path).stdout
     assert "at iteration 2" in out and "resumed from" in out
-    assert json.loads((latest / "train_state.json").read_text())["iteration"] == 3
+    state = json.loads((latest / "train_state.json").read_text())
+    assert state["iteration"] == 3 and state["ema_step"] == 2  # one critic warm-up iteration, two actor updates
+    # then the average (evaluated, deployed) lags the online weights, restored on resume and updated after it
+    raw, averaged = (load_file(latest / f"{name}.safetensors") for name in ("ft_model", "ft_ema"))
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
 
     ev = run("eval", f"checkpoint={latest}", "n_episodes=1", "n_video=0", f"output_dir={tmp_path}/ev", cwd=tmp_path)
     assert "success" in ev.stdout
@@ -42,6 +49,12 @@ def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
              f"output_dir={tmp_path}/ev", cwd=tmp_path)
     assert "success" in ev.stdout
     assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["policy_class"] == "GaussianChunkPolicy"
+    # resumes with its averaged weights; eval.final_n_episodes=0 skips the test evaluation
+    out = run("finetune", "policy=gaussian", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/g",
+              "policy.hidden=[32]", "ppo.iterations=2", "eval.final_n_episodes=0",
+              *[o for o in TINY_FT if not o.startswith("eval.final_n_episodes")], cwd=tmp_path).stdout
+    assert "resumed from" in out and "no test evaluation" in out
+    assert json.loads((tmp_path / "g" / "checkpoints" / "latest" / "train_state.json").read_text())["ema_step"] == 1
 
 
 def test_finetune_without_a_checkpoint_is_a_clear_error(tmp_path):

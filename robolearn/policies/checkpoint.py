@@ -6,7 +6,8 @@ A checkpoint is a folder::
     normalizer.json      per-key normalization statistics
     model.safetensors    raw weights
     ema.safetensors      EMA weights (what evaluation and deployment use)
-    ft_model.safetensors the DPPO-fine-tuned denoiser for the last denoising steps (fine-tuned checkpoints only)
+    ft_model.safetensors the DPPO-fine-tuned denoiser for the last denoising steps, raw weights, and
+    ft_ema.safetensors   its weight average (what evaluation and deployment use) (fine-tuned checkpoints only)
     train_state.safetensors / train_state.json   optimizer, scheduler, step, RNG states (for resume)
 
 `CheckpointManager` writes each checkpoint into a fresh folder and then atomically repoints
@@ -90,7 +91,9 @@ def _weights(policy) -> torch.nn.Module:
 
 def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None = None) -> None:
     """Write config.yaml, normalizer.json, model.safetensors and ema.safetensors (and, after DPPO,
-    ft_model.safetensors) into `folder`. `policy` is a DiffusionPolicy or a GaussianChunkPolicy."""
+    ft_model.safetensors and ft_ema.safetensors) into `folder`. `policy` is a DiffusionPolicy or a
+    GaussianChunkPolicy; `ema_policy` (same class and config) holds the averaged weights, or None for
+    `policy`'s own."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {"policy_class": type(policy).__name__, "policy": policy.config.to_dict()}
     if config["policy_class"] not in POLICY_CLASSES:
@@ -103,6 +106,7 @@ def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None
     save_file(contiguous_cpu(_weights(ema_policy or policy).state_dict()), folder / "ema.safetensors")
     if getattr(policy, "ft_model", None) is not None:
         save_file(contiguous_cpu(policy.ft_model.state_dict()), folder / "ft_model.safetensors")
+        save_file(contiguous_cpu((ema_policy or policy).ft_model.state_dict()), folder / "ft_ema.safetensors")
 
 
 def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
@@ -110,7 +114,8 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     """Rebuild the policy (DiffusionPolicy or GaussianChunkPolicy) of a checkpoint folder, without pickle.
 
     Args:
-        use_ema: load the EMA weights (default) or the raw ones.
+        use_ema: load the EMA weights (default; after DPPO also the fine-tuned denoiser's average) or
+            the raw ones.
         sampler, num_inference_steps: override the saved sampling settings.
 
     Raises:
@@ -131,10 +136,10 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     policy = policy_cls(policy_config, LinearNormalizer.load(folder / "normalizer.json"))
     weights = {_weights(policy): folder / ("ema.safetensors" if use_ema else "model.safetensors")}
     if getattr(policy, "ft_model", None) is not None:
-        weights[policy.ft_model] = folder / "ft_model.safetensors"
+        weights[policy.ft_model] = folder / ("ft_ema.safetensors" if use_ema else "ft_model.safetensors")
         if not weights[policy.ft_model].is_file():
             raise CheckpointError(f"checkpoint {folder} has ft_denoising_steps="
-                                  f"{policy_config.ft_denoising_steps} but no ft_model.safetensors")
+                                  f"{policy_config.ft_denoising_steps} but no {weights[policy.ft_model].name}")
     for module, path in weights.items():
         try:
             module.load_state_dict(load_file(path))
