@@ -136,12 +136,13 @@ def main() -> None:
               f"{b['success_rate']:>16.0%} {b['wall_s'] / 60:>8.1f}")
     for name, r, secs in (("DPPO", runs["dppo"], dppo_s), ("Gaussian PPO", runs["gaussian"], gauss_s)):
         lo, hi = r["ci95"]
-        print(f"{name:>12}: best checkpoint {r['success_rate']:.1%} on {r['n_episodes']} held-out test seeds "
-              f"(95% CI {lo:.0%}-{hi:.0%}), "
+        print(f"{name:>12}: last checkpoint (the running mean of the weights) {r['success_rate']:.1%} on "
+              f"{r['n_episodes']} held-out test seeds (95% CI {lo:.0%}-{hi:.0%}), "
               f"{r['env_steps']} env steps, {secs / 60:.1f} min wall, {r['env_steps'] / secs:,.0f} env steps/s")
-        if "latest" in r:
-            lo, hi = r["latest"]["ci95"]
-            print(f"{'':>12}  the last checkpoint: {r['latest']['success_rate']:.1%} (95% CI {lo:.0%}-{hi:.0%})")
+        if "best" in r:
+            lo, hi = r["best"]["ci95"]
+            print(f"{'':>12}  the best checkpoint on the selection seeds: {r['best']['success_rate']:.1%} "
+                  f"(95% CI {lo:.0%}-{hi:.0%})")
     print(f"plain env stepping, random actions, one process: {random_sps:,.0f} env steps/s; "
           f"DPPO fine-tuning runs at {runs['dppo']['env_steps'] / dppo_s / random_sps:.2f}x that")
     summary = {"pretrain": {"episodes": args.pretrain_episodes, "failure_rate": args.failure_rate,
@@ -151,7 +152,7 @@ def main() -> None:
                "random_action_env_steps_per_s": random_sps, "overrides": {"both": args.set, "dppo": args.dppo_set}}
     for name, secs in (("dppo", dppo_s), ("gaussian", gauss_s)):
         r = runs[name]
-        summary[name] = {"test_success": r["success_rate"], "ci95": r["ci95"], "latest": r.get("latest"),
+        summary[name] = {"test_success": r["success_rate"], "ci95": r["ci95"], "best": r.get("best"),
                          "env_steps": r["env_steps"],
                          "seconds": secs, "env_steps_per_s": r["env_steps"] / secs, "curve": r["curve"]}
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)

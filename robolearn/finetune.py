@@ -361,7 +361,9 @@ def finetune(cfg: DictConfig) -> dict:
     bar.close()
     envs.close()
 
-    final = checkpoints.best or checkpoints.latest
+    # the result is the last checkpoint: the running mean of every iteration's weights (`ema`); the best one
+    # on the few selection seeds is tested as well (on Lift it did worse: the winner's curse, README)
+    final = checkpoints.latest
     results = {"checkpoint": str(final.resolve()), "env_steps": env_steps, "curve": history}
     if not ec.final_n_episodes:  # no test evaluation asked for
         (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
@@ -372,11 +374,12 @@ def finetune(cfg: DictConfig) -> dict:
     test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
     results = {**evaluate_policy(load_policy(final, device=device), cfg.task.env_id, test_seeds, env_kwargs,
                                  video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video), **results}
-    if final.resolve() != checkpoints.latest.resolve():  # the last checkpoint too: no selection bias
-        last = evaluate_policy(load_policy(checkpoints.latest, device=device), cfg.task.env_id, test_seeds, env_kwargs)
-        results["latest"] = {key: last[key] for key in ("success_rate", "ci95", "n_episodes", "mean_length")}
-        results["latest"]["checkpoint"] = str(checkpoints.latest.resolve())
-        tqdm.write(f"latest checkpoint {checkpoints.latest.resolve().name}: {format_results(last)}")
+    if checkpoints.best is not None and checkpoints.best.resolve() != final.resolve():
+        best_res = evaluate_policy(load_policy(checkpoints.best, device=device), cfg.task.env_id, test_seeds, env_kwargs)
+        results["best"] = {key: best_res[key] for key in ("success_rate", "ci95", "n_episodes", "mean_length")}
+        results["best"]["checkpoint"] = str(checkpoints.best.resolve())
+        tqdm.write(f"best checkpoint on the selection seeds, {checkpoints.best.resolve().name}: "
+                   f"{format_results(best_res)}")
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     writer.close()
     print(f"\n{format_results(results)}")
