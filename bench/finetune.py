@@ -13,8 +13,9 @@ In one run, with the `robolearn` commands a user would type:
 3. fine-tunes a Gaussian MLP policy, BC-pretrained on the same demonstrations, with PPO and the
    same envs and budget (`robolearn finetune policy=gaussian`);
 4. measures plain env stepping with random actions in this process, for the throughput ratio.
-It prints both learning curves (success vs env steps and wall clock), the final success on the
-held-out test seeds, throughput in env steps/s, and writes a PNG of both curves.
+It prints both learning curves (success vs env steps and wall clock), the success on the held-out
+test seeds of the last checkpoint (each run's result: the running mean of its weights) and of the best one
+on the selection seeds, throughput in env steps/s, and writes a PNG of both curves.
 """
 
 from __future__ import annotations
