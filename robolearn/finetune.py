@@ -7,8 +7,9 @@ same demonstrations, with the same envs, GAE, reward scaling and PPO update.
 Each iteration collects `n_steps` chunk decisions in each of `n_envs` vectorized envs,
 computes GAE(lambda) over decisions (chunk reward = sum of step rewards) with running
 reward scaling, then runs `update_epochs` passes of PPO over minibatches of
-(env step, denoising step) pairs. The online weights act in the rollouts; an exponential moving
-average of them over iterations (`ema`) is what is evaluated, checkpointed and deployed.
+(env step, denoising step) pairs. The online weights act in the rollouts; their average over
+iterations (`ema`; by default the running mean of every actor iteration's weights) is what is
+evaluated, checkpointed and deployed, and the last checkpoint is the run's result.
 """
 
 from __future__ import annotations

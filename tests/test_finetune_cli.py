@@ -49,7 +49,7 @@ def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
              f"output_dir={tmp_path}/ev", cwd=tmp_path)
     assert "success" in ev.stdout
     assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["policy_class"] == "GaussianChunkPolicy"
-    # resumes with its averaged weights; eval.final_n_episodes=0 skips the test evaluation
+    # resumes (the online weights, and the average with its step); eval.final_n_episodes=0 skips the test
     out = run("finetune", "policy=gaussian", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/g",
               "policy.hidden=[32]", "ppo.iterations=2", "eval.final_n_episodes=0",
               *[o for o in TINY_FT if not o.startswith("eval.final_n_episodes")], cwd=tmp_path).stdout
