@@ -264,6 +264,9 @@ def finetune(cfg: DictConfig) -> dict:
         rng = restore_numpy_rng(meta["rng"])
         torch.set_rng_state(meta_tensors["torch_rng"])
         start_iter, env_steps, best = meta["iteration"], meta["env_steps"], meta["best_success"]
+        if "ema_step" not in meta:
+            raise UserError(f"{checkpoints.latest} was written before robolearn finetune averaged its weights "
+                            "(no ema_step in its train state): fine-tune into a new run_dir")
         ema.averaged.load_state_dict(load_policy(checkpoints.latest, use_ema=True, device=device).state_dict())
         ema.step = meta["ema_step"]
         print(f"resumed from {checkpoints.latest.resolve()} at iteration {start_iter}")

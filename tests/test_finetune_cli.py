@@ -54,7 +54,15 @@ def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
               "policy.hidden=[32]", "ppo.iterations=2", "eval.final_n_episodes=0",
               *[o for o in TINY_FT if not o.startswith("eval.final_n_episodes")], cwd=tmp_path).stdout
     assert "resumed from" in out and "no test evaluation" in out
-    assert json.loads((tmp_path / "g" / "checkpoints" / "latest" / "train_state.json").read_text())["ema_step"] == 1
+    state_path = tmp_path / "g" / "checkpoints" / "latest" / "train_state.json"
+    state = json.loads(state_path.read_text())
+    assert state["ema_step"] == 1
+    # a run written before weight averaging (no ema_step) is a clear error, and its checkpoint stays
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k != "ema_step"}))
+    proc = run("finetune", "policy=gaussian", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/g",
+               "policy.hidden=[32]", "ppo.iterations=3", *TINY_FT, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "before robolearn finetune averaged its weights" in proc.stderr
+    assert json.loads(state_path.read_text())["iteration"] == 2
 
 
 def test_finetune_without_a_checkpoint_is_a_clear_error(tmp_path):
