@@ -6,6 +6,7 @@
     robolearn deploy checkpoint=PATH [...]      the ROS 2 node graph as processes (no ROS 2 install needed)
     robolearn collect [key=value ...]           run the scripted expert, write a zarr dataset
     robolearn dataset info PATH [key=value ...] describe a replay buffer
+    robolearn dataset verify PATH               check every chunk and checksum of a replay buffer
 
 Hydra overrides follow the subcommand, e.g. `robolearn collect n_episodes=50 seed=1`;
 `robolearn <subcommand> --help` shows the config, `--cfg job` prints it.
@@ -13,7 +14,11 @@ Hydra overrides follow the subcommand, e.g. `robolearn collect n_episodes=50 see
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from omegaconf import DictConfig
 
 import robolearn
 from robolearn.datasets.replay_buffer import DatasetError
-from robolearn.errors import UserError
+from robolearn.errors import CheckpointError, UserError
 
 USAGE = """usage: robolearn <command> [hydra overrides ...]
 
@@ -38,6 +43,7 @@ commands:
   deploy checkpoint=PATH     run the ROS 2 node graph (graph=sim|robot|teleop_record) as processes over DDS
   replay dataset=PATH   play a recorded episode back on a robot
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
+  dataset verify PATH   check every chunk and recorded checksum (exit 2 if the dataset is damaged)
 
 Examples:
   robolearn train                        # the main job: dataset, training, evaluation, video
@@ -68,15 +74,32 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package}")
 
 
-#: Errors that describe bad input (a path, a dataset, an option): printed as one line, exit code 2.
-USER_ERRORS = (UserError, DatasetError, FileNotFoundError, FileExistsError)
+#: Errors that describe bad input (a path, a dataset, a checkpoint, an option, a dataset another
+#: process is writing): printed as one line, exit code 2.
+USER_ERRORS = (UserError, DatasetError, CheckpointError, FileNotFoundError, FileExistsError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (newlines folded), prefixed by its type unless it is a user error."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, USER_ERRORS) else f"{type(exc).__name__}: {text}"
+
+
+def write_traceback(prog: str) -> Path:
+    """Write the current exception's full traceback to a new file in the temp folder; returns its path."""
+    name = f"robolearn-{prog.split()[-1]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path = Path(tempfile.gettempdir()) / name
+    path.write_text(f"{' '.join(sys.argv)}\n\n{traceback.format_exc()}")
+    return path
 
 
 def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], object], args: list[str]) -> None:
     """Run `task` as a hydra app with `args` as its command line (overrides and hydra flags).
 
     Raises:
-        SystemExit(2): the task raised one of `USER_ERRORS` (its message is printed first).
+        SystemExit(2): the task raised one of `USER_ERRORS`; its message is printed as one line.
+        SystemExit(1): any other exception (an internal error): a one-line message and the path of
+            a file holding the full traceback are printed.
     """
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base=None)
@@ -84,8 +107,14 @@ def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obje
         try:
             return task(cfg)
         except USER_ERRORS as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last resort: no traceback on the user's screen
+            where = write_traceback(prog)
+            print(f"{prog}: internal error: {one_line(exc)}\n(full traceback: {where})", file=sys.stderr)
+            raise SystemExit(1) from None
 
     saved = sys.argv
     sys.argv = [prog, *args]
@@ -98,7 +127,7 @@ def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obje
 def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.calibrate import calibrate
     from robolearn.collect import collect
-    from robolearn.datasets.info import dataset_info
+    from robolearn.datasets.info import dataset_info, dataset_verify
     from robolearn.deploy import deploy
     from robolearn.evaluate import run_eval
     from robolearn.finetune import finetune
@@ -108,6 +137,7 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.train_value import train_value
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
+            "dataset verify": ("dataset_info", dataset_verify),
             "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
             "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate),
             "train-value": ("train_value", train_value),
@@ -123,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     rest = argv[1:]
     if name == "dataset":
-        if not rest or rest[0] not in ("info",):
-            print("usage: robolearn dataset info PATH [overrides]", file=sys.stderr)
+        if not rest or rest[0] not in ("info", "verify"):
+            print("usage: robolearn dataset info|verify PATH [overrides]", file=sys.stderr)
             return 2
-        name, rest = "dataset info", rest[1:]
+        name, rest = f"dataset {rest[0]}", rest[1:]
         # `robolearn dataset info PATH` is shorthand for the override `path=PATH`.
         if rest and "=" not in rest[0] and not rest[0].startswith("-"):
             rest = [f"path={_quote_override(rest[0])}", *rest[1:]]

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import robolearn.sim  # noqa: F401  (registers robolearn/Lift-v0)
-from robolearn.datasets import ReplayBuffer
+from robolearn.datasets import DatasetError, ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.sim import LiftExpert
 
@@ -61,9 +61,15 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
     `success` key tells which episodes still succeeded. Demonstrations with recoveries:
     `max_retries` >= 1 lets the expert reopen and grasp again after a missed grasp.
 
+    `overwrite=True` replaces only an existing replay buffer (never another folder or file, see
+    `ReplayBuffer.create`). The dataset is locked for writing while collection runs.
+
     Raises:
         UserError: n_episodes < 1, action_noise < 0 (rad), failure_rate outside [0, 1],
-            max_retries < 0, or an existing dataset that was collected with other settings.
+            max_retries < 0, an existing dataset that was collected with other settings, or an
+            `output` that exists and is not a replay buffer.
+        LockError: another process is writing `output`.
+        DatasetError: `overwrite=True` and `output` is not a replaceable dataset.
     """
     output = Path(output)
     if n_episodes < 1:
@@ -83,12 +89,26 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
         attrs["robolearn"]["max_retries"] = int(max_retries)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and not overwrite:
-        buffer = ReplayBuffer.open(output, mode="a")
+        try:
+            buffer = ReplayBuffer.open(output, mode="a")
+        except DatasetError as exc:
+            if "is not a replay buffer" not in str(exc):
+                raise
+            raise UserError(f"{output} exists and is not a robolearn dataset; collect writes only datasets, "
+                            "so choose another output= (nothing was changed)") from None
         if buffer.attrs.get("robolearn", attrs["robolearn"]) != attrs["robolearn"]:
+            buffer.close()
             raise UserError(f"{output} was collected with other settings {buffer.attrs.get('robolearn')}; "
                             "pass overwrite=true or another output=")
     else:
         buffer = ReplayBuffer.create(output, overwrite=overwrite, attrs=attrs)
+    with buffer:
+        return _collect_into(buffer, output, env_id, env_kwargs, n_episodes, seed, action_noise, failure_rate,
+                             max_retries, image_obs)
+
+
+def _collect_into(buffer: ReplayBuffer, output: Path, env_id: str, env_kwargs: dict, n_episodes: int, seed: int,
+                  action_noise: float, failure_rate: float, max_retries: int, image_obs: bool) -> Path:
     start = buffer.n_episodes
     chunks = {"image": (1, *env_kwargs.get("image_size", (96, 96)), 3)} if image_obs else None
 

@@ -62,7 +62,7 @@ def record(cfg: DictConfig) -> Path:
             robot.reset_scene(seed=cfg.seed + buffer.n_episodes)
             mapper.reset(robot.read().joint_pos)
 
-    with robot, device, Live(line(), console=console, refresh_per_second=4, transient=False) as live:
+    with buffer, robot, device, Live(line(), console=console, refresh_per_second=4, transient=False) as live:
         new_scene()
         obs = robot.read()
         mapper.reset(obs.joint_pos)

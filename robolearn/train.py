@@ -17,9 +17,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.collect import collect_dataset
-from robolearn.datasets import SequenceDataset
+from robolearn.config_checks import Bool, Float, Int, check_config
+from robolearn.datasets import LinearNormalizer, SequenceDataset
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
+from robolearn.lock import WriterLock
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
 from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy_rng_state,
@@ -28,6 +30,24 @@ from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy
 from robolearn.policies.diffusion import check_dataset_matches
 
 POLICY_CONFIG_KEYS = set(DiffusionPolicyConfig.__dataclass_fields__) - {"obs_keys", "obs_dims", "action_dim"}
+
+#: types and ranges of the values `robolearn train` takes (configs/train.yaml, configs/policy/diffusion_*.yaml)
+TRAIN_RULES = {
+    "seed": Int(), "threads": Int(min=1, optional=True), "resume": Bool(), "collect_if_missing": Bool(),
+    "allow_dataset_change": Bool(), "collect.n_episodes": Int(min=1), "collect.seed": Int(),
+    "training.steps": Int(min=1), "training.batch_size": Int(min=1), "training.lr": Float(min=0, min_open=True),
+    "training.weight_decay": Float(min=0), "training.warmup_steps": Int(min=0),
+    "training.grad_clip": Float(min=0, min_open=True), "training.val_ratio": Float(min=0, max=0.9),
+    "training.max_train_episodes": Int(min=1, optional=True), "training.log_every": Int(min=1),
+    "training.val_every": Int(min=1), "training.eval_every": Int(min=1), "training.checkpoint_every": Int(min=1),
+    "training.ema.power": Float(min=0, min_open=True), "training.ema.inv_gamma": Float(min=0, min_open=True),
+    "training.ema.max_decay": Float(min=0, max=1), "eval.n_episodes": Int(min=0), "eval.final_n_episodes": Int(min=0),
+    "eval.n_video": Int(min=0), "eval.seed": Int(), "eval.selection_seed": Int(),
+    "policy.horizon": Int(min=1, max=4096), "policy.n_obs_steps": Int(min=1, max=1024),
+    "policy.n_action_steps": Int(min=1, max=4096), "policy.num_train_timesteps": Int(min=1, max=100000),
+    "policy.num_inference_steps": Int(min=1, max=100000), "policy.kernel_size": Int(min=1, max=63),
+    "policy.n_groups": Int(min=1), "policy.step_embed_dim": Int(min=1, max=65536),
+}
 
 
 class BatchStream:
@@ -79,11 +99,17 @@ def validation_loss(policy: DiffusionPolicy, val: SequenceDataset, device: torch
 def train(cfg: DictConfig) -> dict:
     """Hydra task `robolearn train` (configs/train.yaml). Returns the final evaluation results."""
     t_start = time.perf_counter()
+    check_config(cfg, TRAIN_RULES)
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    tc, ec = cfg.training, cfg.eval
     run_dir = Path(cfg.run_dir)
+    with WriterLock(run_dir, "run folder"):
+        return _train(cfg, device, run_dir, t_start)
+
+
+def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float) -> dict:
+    tc, ec = cfg.training, cfg.eval
     env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
     dataset_path = Path(cfg.dataset)
 
@@ -103,25 +129,33 @@ def train(cfg: DictConfig) -> dict:
                            n_obs_steps=pc.n_obs_steps, n_action_steps=pc.n_action_steps, val_ratio=tc.val_ratio,
                            seed=cfg.seed, max_train_episodes=tc.max_train_episodes)
     val = data.validation()
+    has_sim = cfg.task.env_id is not None  # a real robot's task has no simulator to evaluate in
+    if has_sim:
+        check_dataset_fits_env(data, cfg.task.env_id, env_kwargs)
     torch.manual_seed(cfg.seed)
     policy_cfg = DiffusionPolicyConfig(obs_keys=list(cfg.task.obs_keys), obs_dims=list(data.obs_dims.values()),
                                        action_dim=data.action_dim,
                                        **{k: v for k, v in OmegaConf.to_container(pc).items() if k in POLICY_CONFIG_KEYS})
-    policy = DiffusionPolicy(policy_cfg, data.fit_normalizer()).to(device)
+    checkpoints = CheckpointManager(run_dir / "checkpoints")
+    if checkpoints.latest is not None and not cfg.resume:
+        raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
+    # A resumed run keeps the normalizer it was trained with; only a new run fits one.
+    normalizer = (LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest is not None
+                  else data.fit_normalizer())
+    policy = DiffusionPolicy(policy_cfg, normalizer).to(device)
     ema = EMA(policy, power=tc.ema.power, inv_gamma=tc.ema.inv_gamma, max_decay=tc.ema.max_decay)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)
     batches = BatchStream(len(data), tc.batch_size, np.random.default_rng(cfg.seed))
-    checkpoints = CheckpointManager(run_dir / "checkpoints")
     saved_config = {"policy": OmegaConf.to_container(pc), "task": OmegaConf.to_container(cfg.task, resolve=True),
-                    "dataset": str(dataset_path), "training": OmegaConf.to_container(tc)}
+                    "dataset": str(dataset_path), "dataset_fingerprint": data.fingerprint(),
+                    "training": OmegaConf.to_container(tc)}
 
     step, best_success = 0, -1.0
     if checkpoints.latest is not None:
-        if not cfg.resume:
-            raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
-        step, best_success = resume(checkpoints, saved_config, data, policy, ema, optimizer, scheduler, batches)
+        step, best_success = resume(checkpoints, saved_config, data, policy, ema, optimizer, scheduler, batches,
+                                    allow_dataset_change=bool(cfg.allow_dataset_change))
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -129,7 +163,6 @@ def train(cfg: DictConfig) -> dict:
           f"{len(data)} train / {len(val)} val windows from {dataset_path}")
     writer = SummaryWriter(str(run_dir / "tb"))
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
-    has_sim = cfg.task.env_id is not None  # a real robot's task has no simulator to evaluate in
 
     def save(at_step: int, is_best: bool) -> None:
         opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
@@ -203,16 +236,66 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
+def check_dataset_fits_env(data: SequenceDataset, env_id: str, env_kwargs: dict) -> None:
+    """Before the first step: the dataset's observation and action sizes must fit the task's env.
+
+    Raises:
+        UserError: an observation key the env does not provide, or a size that differs (naming the key,
+            the dataset's size and the env's).
+    """
+    import gymnasium as gym
+
+    import robolearn.sim  # noqa: F401  (registers the envs)
+
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        spaces = getattr(env.observation_space, "spaces", {})
+        for key, dim in data.obs_dims.items():
+            if key not in spaces:
+                raise UserError(f"dataset {data.path}: observation `{key}` is not provided by {env_id} "
+                                f"(it has {sorted(spaces)})")
+            expected = int(np.prod(spaces[key].shape))
+            if dim != expected:
+                raise UserError(f"dataset {data.path}: observation `{key}` has dimension {dim}, but {env_id} "
+                                f"gives {expected}; this dataset does not belong to this task")
+        expected = int(np.prod(env.action_space.shape))
+        if data.action_dim != expected:
+            raise UserError(f"dataset {data.path}: `{data.action_key}` has dimension {data.action_dim}, but "
+                            f"{env_id} takes actions of dimension {expected}")
+    finally:
+        env.close()
+
+
 def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDataset, policy, ema, optimizer,
-           scheduler, batches: BatchStream) -> tuple[int, float]:
-    """Load model, EMA, optimizer, scheduler, batch order and RNG state from `latest`."""
+           scheduler, batches: BatchStream, allow_dataset_change: bool = False) -> tuple[int, float]:
+    """Load model, EMA, optimizer, scheduler, batch order and RNG state from `latest`.
+
+    The dataset must be the one the run was trained on, compared by content (`SequenceDataset.fingerprint`:
+    episodes, steps, a hash of the data), not by path. With `allow_dataset_change` a changed dataset is
+    accepted: training continues with the run's saved normalizer and a new batch order.
+
+    Raises:
+        UserError: another policy config, or a changed dataset without `allow_dataset_change`.
+    """
     folder = checkpoints.latest
     saved = yaml.safe_load((folder / "config.yaml").read_text())
     previous = saved.get("train", {})
-    for key in ("policy", "dataset"):
-        if previous.get(key) != saved_config[key]:
-            raise UserError(f"{folder} was trained with {key}={previous.get(key)}, this run has "
-                            f"{key}={saved_config[key]}; pass another run_name= to start a new run")
+    if previous.get("policy") != saved_config["policy"]:
+        raise UserError(f"{folder} was trained with policy={previous.get('policy')}, this run has "
+                        f"policy={saved_config['policy']}; pass another run_name= to start a new run")
+    old = previous.get("dataset_fingerprint")
+    new = saved_config["dataset_fingerprint"]
+    if old is None:  # a run from before fingerprints: the same file, wherever it was named from
+        same = Path(str(previous.get("dataset"))).resolve() == Path(saved_config["dataset"]).resolve()
+    else:
+        same = old == new
+    if not same:
+        if not allow_dataset_change:
+            raise UserError(f"{folder} was trained on a different dataset ({_describe_fingerprint(old)}) than "
+                            f"{saved_config['dataset']} is now ({_describe_fingerprint(new)}); pass another "
+                            "run_name= to start a new run, or allow_dataset_change=true to continue on the new data")
+        print(f"note: the dataset changed since {folder} ({_describe_fingerprint(old)} -> "
+              f"{_describe_fingerprint(new)}): continuing with the run's normalizer and a new batch order")
     try:
         check_dataset_matches(DiffusionPolicyConfig.from_dict(saved["policy"]), data)
     except ValueError as exc:
@@ -222,10 +305,17 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
     tensors, meta = checkpoints.load_train_state(folder)
     optimizer_from_safetensors(optimizer, tensors, meta["optimizer"])
     scheduler.load_state_dict(meta["scheduler"])
-    batches.restore(meta["batches"])
+    if same:
+        batches.restore(meta["batches"])
     torch.set_rng_state(tensors["torch_rng"])
     if "cuda_rng" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["cuda_rng"])
     ema.step = int(meta["ema_step"])
     best = meta["best_success"]
     return int(meta["step"]), (-1.0 if best is None or math.isnan(best) else float(best))
+
+
+def _describe_fingerprint(fingerprint: dict | None) -> str:
+    if not fingerprint:
+        return "unknown content"
+    return f"{fingerprint['episodes']} episodes, {fingerprint['steps']} steps, sha256 {fingerprint['sha256'][:12]}"

@@ -15,6 +15,7 @@ import pytest
 import zarr
 
 from robolearn.datasets import DatasetError, ReplayBuffer
+from robolearn.lock import LockError
 
 
 def make_episode(index: int, length: int, image: bool = False) -> dict:
@@ -268,5 +269,8 @@ def test_bad_episodes_rejected(tmp_path):
         rb.add_episode({k: v[:0] for k, v in ep.items()})
     with pytest.raises(PermissionError):
         ReplayBuffer.open(tmp_path / "b.zarr").add_episode(ep)
+    with pytest.raises(LockError, match="being written by another process"):
+        ReplayBuffer.create(tmp_path / "b.zarr")  # rb still holds the writer lock
+    rb.close()
     with pytest.raises(FileExistsError):
         ReplayBuffer.create(tmp_path / "b.zarr")

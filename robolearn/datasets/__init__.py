@@ -2,8 +2,8 @@
 
 from robolearn.datasets.dataset import SequenceDataset
 from robolearn.datasets.normalizer import LinearNormalizer
-from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.replay_buffer import DatasetError, DatasetWarning, ReplayBuffer, VerifyReport
 from robolearn.datasets.sampler import SequenceSampler, episode_split
 
-__all__ = ["DatasetError", "LinearNormalizer", "ReplayBuffer", "SequenceDataset", "SequenceSampler",
+__all__ = ["DatasetError", "DatasetWarning", "LinearNormalizer", "VerifyReport", "ReplayBuffer", "SequenceDataset", "SequenceSampler",
            "episode_split"]

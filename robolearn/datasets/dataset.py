@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -82,6 +83,17 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def action_dim(self) -> int:
         return self.data[self.action_key].shape[1]
+
+    def fingerprint(self) -> dict:
+        """What identifies the training data, by content: {"episodes", "steps", "sha256"} where the hash
+        covers `episode_ends` and every loaded key (name and float32 values). The same data under another
+        path has the same fingerprint; any added, removed or changed step changes it."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.episode_ends, dtype=np.int64).tobytes())
+        for key in sorted(self.data):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(self.data[key]).tobytes())
+        return {"episodes": int(len(self.episode_ends)), "steps": int(self.episode_ends[-1]),
+                "sha256": digest.hexdigest()}
 
     def validation(self) -> SequenceDataset:
         """The validation windows over the same in-memory data (no reload)."""

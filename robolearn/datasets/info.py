@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from robolearn.datasets.replay_buffer import ReplayBuffer
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.errors import UserError
 
 STATS_BLOCK = 65536  # steps read at a time, so image datasets need not fit in memory
@@ -68,3 +68,25 @@ def dataset_info(cfg: DictConfig) -> None:
     if buffer.attrs:
         console.print(f"attributes: {buffer.attrs}")
     buffer.close()
+
+
+def dataset_verify(cfg: DictConfig) -> None:
+    """Hydra task `robolearn dataset verify PATH`: check every chunk and recorded checksum of a dataset.
+
+    Prints what was checked; each problem on a line of its own.
+
+    Raises:
+        UserError: no path given.
+        DatasetError: the dataset is damaged (after printing every problem found).
+    """
+    if cfg.path is None:
+        raise UserError("give the dataset path: robolearn dataset verify PATH")
+    with ReplayBuffer.open(cfg.path) as buffer:
+        report = buffer.verify()
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if not report.ok:
+        raise DatasetError(f"{cfg.path}: {len(report.problems)} problem(s) found; do not train on it")
+    print(f"{cfg.path}: OK, {report.n_episodes} episodes, {report.n_checksummed} verified against their checksums")

@@ -16,6 +16,20 @@ last, and zarr's local store replaces every file atomically (temporary file, the
 rename). An episode therefore exists only once its end is in `episode_ends`: after a
 SIGKILL during the append of episode k, readers see episodes 0..k-1, and data beyond the
 last committed end is ignored (and overwritten by the next append). No repair step.
+
+Integrity (Reliability issue): at commit time the CRC-32 of each key's stored bytes for the
+episode goes to `meta/checksums/<key>` (int64 (n_episodes,), -1 where none was recorded, e.g.
+episodes written before checksums existed), and every chunk is written even when it holds only
+fill values, so a chunk file that is missing later is corruption, never "zeros". Reads check what
+they read: `load` and `get_episode` verify the chunks and checksums of the steps they return,
+`verify()` checks the whole store. A chunk that cannot be decoded, a missing chunk, a checksum
+mismatch and a malformed `episode_ends` are `DatasetError`s naming the key and episode.
+
+Writers: `create` and `open(mode="a")` take an exclusive `robolearn.lock.WriterLock` on the path
+for as long as the buffer is open (`close()` releases it); a second writer gets a `LockError`
+naming the holder. `create(overwrite=True)` replaces only an existing replay buffer, by building
+the new one beside it and swapping, and never `/`, the home folder or a folder holding the
+working directory.
 """
 
 from __future__ import annotations
@@ -24,19 +38,112 @@ import math
 import os
 import shutil
 import uuid
+import warnings
+import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from robolearn.lock import WriterLock
+
 EPISODE_ENDS = "meta/episode_ends"
+CHECKSUMS = "meta/checksums"  # one int64 array per data key: CRC-32 of the episode's stored bytes, -1 = none
+WRITE_CONFIG = {"write_empty_chunks": True}  # every chunk exists on disk: a missing one is corruption
 DEFAULT_CHUNK_BYTES = 1 << 18  # about 256 KiB of uncompressed data per chunk
 
 
 class DatasetError(ValueError):
     """A dataset is missing, malformed or holds invalid values; the message names the key/episode."""
+
+
+class DatasetWarning(UserWarning):
+    """Something about a dataset a user should know that is not an error (an uncommitted tail dropped)."""
+
+
+def episode_checksum(values: np.ndarray) -> int:
+    """CRC-32 (zlib) of an array's bytes in C order: the per-episode checksum of one key."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(values)).cast("B"))
+
+
+def fit_dtype(key: str, values: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """`values` cast to the stored `dtype`, refusing values the dtype cannot hold.
+
+    Raises:
+        DatasetError: a finite float that overflows to inf in `dtype` (e.g. 1e300 into float32), or an
+            integer outside `dtype`'s range; the message names `key` and `where` (e.g. "episode 3").
+    """
+    dtype = np.dtype(dtype)
+    if values.dtype == dtype:
+        return values
+    if np.issubdtype(dtype, np.floating) and np.issubdtype(values.dtype, np.number) and values.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = values.astype(dtype)
+        overflow = ~np.isfinite(cast) & np.isfinite(values)
+        if overflow.any():
+            bad = values[overflow].flat[0]
+            raise DatasetError(f"{where}: `{key}` holds {bad!r}, which does not fit the stored {dtype} "
+                               f"(largest magnitude {np.finfo(dtype).max:.3g})")
+        return cast
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(values.dtype, np.integer) and values.size:
+        info = np.iinfo(dtype)
+        lo, hi = values.min(), values.max()
+        if lo < info.min or hi > info.max:
+            raise DatasetError(f"{where}: `{key}` holds {lo if lo < info.min else hi}, outside the stored "
+                               f"{dtype}'s range [{info.min}, {info.max}]")
+    return values.astype(dtype)
+
+
+@dataclass
+class VerifyReport:
+    """What `ReplayBuffer.verify()` found.
+
+    Attributes:
+        n_episodes: committed episodes.
+        n_checksummed: episodes whose every key has a recorded checksum (and was checked against it).
+        problems: one line per problem found (empty: the store is intact).
+        notes: things that are not errors (an uncommitted tail, episodes without checksums).
+    """
+
+    n_episodes: int
+    n_checksummed: int
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace `path` unless it is a replay buffer folder that robolearn may delete.
+
+    Raises:
+        DatasetError: `path` is a symbolic link, a file, `/`, the home folder, the working
+            directory or a folder holding it, or anything that is not a replay buffer.
+    """
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if path.is_symlink():
+        raise DatasetError(f"{path} is a symbolic link; overwrite=true does not replace links (remove it yourself)")
+    if resolved in (Path(resolved.anchor), Path.home().resolve()) or resolved == cwd or resolved in cwd.parents:
+        raise DatasetError(f"refusing to replace {path} ({resolved}): robolearn never deletes the root or home "
+                           "folder or a folder that holds the working directory; choose another output=")
+    if not path.is_dir():
+        raise DatasetError(f"{path} is a file, not a robolearn dataset folder; overwrite=true replaces only "
+                           "datasets: move or delete it yourself, or choose another output=")
+    try:
+        root = zarr.open_group(path, mode="r")
+        is_buffer = isinstance(root["data"], zarr.Group) and isinstance(root[EPISODE_ENDS], zarr.Array)
+    except Exception:  # noqa: BLE001 - whatever zarr raises, the folder is not a replay buffer
+        is_buffer = False
+    if not is_buffer:
+        raise DatasetError(f"{path} is not a robolearn dataset (no zarr `data/` group and `{EPISODE_ENDS}`), "
+                           "so overwrite=true will not replace it; move or delete it yourself, or choose "
+                           "another output=")
 
 
 def default_compressor() -> BloscCodec:
@@ -63,36 +170,47 @@ def _is_zip(path: Path) -> bool:
 
 
 class ReplayBuffer:
-    """An episode-indexed zarr store (see the module docstring for the layout).
+    """An episode-indexed zarr store (see the module docstring for the layout and integrity checks).
 
     Open with `ReplayBuffer.open(path)` (read-only, format 2 or 3, directory or .zip),
-    `ReplayBuffer.open(path, mode="a")` (append; format 3 directories), or
-    `ReplayBuffer.create(path)`.
+    `ReplayBuffer.open(path, mode="a")` (append; format 3 directories; takes the writer lock), or
+    `ReplayBuffer.create(path)` (takes the writer lock). `close()` releases the lock.
+
+    Attributes:
+        uncommitted_tail: True if the store ends in an episode whose append was interrupted
+            before its commit (it is ignored and reported with a `DatasetWarning`).
 
     Raises:
         FileNotFoundError: the path does not exist.
         DatasetError: the store is not a replay buffer (no `data/` group or no
-            `meta/episode_ends`), `episode_ends` is not increasing, or a `data/` array is
-            shorter than `episode_ends[-1]`; the message names the key and episode.
+            `meta/episode_ends`), `episode_ends` is not a 1-D integer array, not strictly
+            increasing, or ends past the data; the message names the key and episode.
+        LockError: (writable) another process is writing the buffer.
     """
 
-    def __init__(self, root: zarr.Group, path: Path, writable: bool, store=None):
+    def __init__(self, root: zarr.Group, path: Path, writable: bool, store=None, lock: WriterLock | None = None):
         self.root = root
         self.path = path
         self.writable = writable
         self._store = store
-        self._validate_layout()
+        self._lock = lock
+        self.uncommitted_tail = False
+        try:
+            self._validate_layout()
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening and creating --------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> ReplayBuffer:
-        """Open an existing replay buffer; `mode` is "r" (read-only) or "a" (append)."""
+        """Open an existing replay buffer; `mode` is "r" (read-only) or "a" (append, locked)."""
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         if not path.exists():
             raise FileNotFoundError(f"replay buffer not found: {path}")
-        store = None
+        store = lock = None
         try:
             if _is_zip(path):
                 if mode != "r":
@@ -100,42 +218,66 @@ class ReplayBuffer:
                 store = zarr.storage.ZipStore(path, mode="r")
                 root = zarr.open_group(store, mode="r")
             else:
+                if mode == "a":
+                    lock = WriterLock(path).acquire()
                 root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
                 ValueError, KeyError) as exc:
+            if lock is not None:
+                lock.release()
             if isinstance(exc, DatasetError):
                 raise
             raise DatasetError(f"{path} is not a replay buffer: no zarr group at its root ({exc})") from exc
         if mode == "a" and root.metadata.zarr_format != 3:
+            lock.release()
             raise DatasetError(f"{path} is a zarr format {root.metadata.zarr_format} store: "
                                "it opens read-only; copy it to a new buffer to append")
-        return cls(root, path, writable=(mode == "a"), store=store)
+        return cls(root, path, writable=(mode == "a"), store=store, lock=lock)
 
     @classmethod
     def create(cls, path: str | os.PathLike, overwrite: bool = False,
                attrs: Mapping | None = None) -> ReplayBuffer:
-        """Create an empty replay buffer (zarr format 3 directory store) at `path`.
+        """Create an empty replay buffer (zarr format 3 directory store) at `path`, locked for writing.
+
+        With `overwrite`, an existing replay buffer at `path` is replaced: the new store is built
+        beside it, the old one is renamed aside, the new one renamed into place, then the old one
+        deleted. Nothing else is ever deleted (see `check_replaceable`).
 
         Raises:
             FileExistsError: `path` exists and `overwrite` is False.
+            DatasetError: `overwrite` is True and `path` is not a replaceable replay buffer.
+            LockError: another process is writing `path`.
         """
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-        # Build the empty store beside its destination, then rename it into place: a reader or a
-        # crash never sees a half-created store.
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        root.create_group("data")
-        meta = root.create_group("meta")
-        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0,
-                          compressors=None)
-        if attrs:
-            root.attrs.update(dict(attrs))
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-        return cls(zarr.open_group(path, mode="r+"), path, writable=True)
+        lock = WriterLock(path).acquire()
+        try:
+            exists = path.exists() or path.is_symlink()
+            if exists and not overwrite:
+                raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
+            if exists:
+                check_replaceable(path)
+            # Build the empty store beside its destination, then rename it into place: a reader or a
+            # crash never sees a half-created store.
+            tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+            root = zarr.open_group(tmp, mode="w", zarr_format=3)
+            root.create_group("data")
+            meta = root.create_group("meta")
+            meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0,
+                              compressors=None)
+            meta.create_group("checksums")
+            if attrs:
+                root.attrs.update(dict(attrs))
+            if exists:
+                aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(path, aside)
+                os.rename(tmp, path)
+                shutil.rmtree(aside)
+            else:
+                os.rename(tmp, path)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(zarr.open_group(path, mode="r+"), path, writable=True, lock=lock)
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, attrs: Mapping | None = None) -> ReplayBuffer:
@@ -143,10 +285,13 @@ class ReplayBuffer:
         return cls.open(path, mode="a") if Path(path).exists() else cls.create(path, attrs=attrs)
 
     def close(self) -> None:
-        """Release the store (needed for .zip stores)."""
+        """Release the store (needed for .zip stores) and the writer lock."""
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self):
         return self
@@ -165,11 +310,17 @@ class ReplayBuffer:
         if not isinstance(self._data, zarr.Group) or not isinstance(ends_array, zarr.Array):
             raise DatasetError(f"{self.path} is not a replay buffer: `data` must be a group and "
                                f"`{EPISODE_ENDS}` an array")
-        ends = np.asarray(ends_array[:], dtype=np.int64)
-        # A SIGKILL between resizing episode_ends and writing its new value leaves a trailing
-        # fill value (0), never larger than the previous end: that episode is not committed.
-        if len(ends) and ends[-1] <= (ends[-2] if len(ends) > 1 else 0):
+        if ends_array.ndim != 1 or not np.issubdtype(ends_array.dtype, np.integer):
+            raise DatasetError(f"{self.path}: `{EPISODE_ENDS}` must be a 1-D integer array, got "
+                               f"{ends_array.dtype} with shape {ends_array.shape}")
+        ends = np.asarray(self._read_array(ends_array, EPISODE_ENDS, slice(None)), dtype=np.int64)
+        # A SIGKILL between resizing episode_ends and writing its new value leaves a trailing fill
+        # value (0): that episode was never committed. Only exactly that state is forgiven.
+        if len(ends) and ends[-1] == 0 and (len(ends) == 1 or ends[-2] > 0):
             ends = ends[:-1]
+            self.uncommitted_tail = True
+            warnings.warn(f"{self.path}: the last episode's append was interrupted before its commit; "
+                          f"it is ignored ({len(ends)} committed episodes)", DatasetWarning, stacklevel=3)
         steps = np.diff(ends, prepend=0)
         bad = np.flatnonzero(steps <= 0)
         if len(bad):
@@ -183,6 +334,16 @@ class ReplayBuffer:
                 episode = int(np.searchsorted(ends, length, side="right"))
                 raise DatasetError(f"{self.path}: `data/{key}` has {length} steps but `{EPISODE_ENDS}` "
                                    f"says {n_steps}; episode {episode} (ends at {ends[episode]}) is cut short")
+        self._checksums = {}
+        group = self.root.get(CHECKSUMS)
+        for key in self.keys:
+            sums = group.get(key) if isinstance(group, zarr.Group) else None
+            values = np.full(self.n_episodes, -1, dtype=np.int64)
+            if isinstance(sums, zarr.Array):
+                stored = np.asarray(self._read_array(sums, f"{CHECKSUMS}/{key}", slice(None)), dtype=np.int64)
+                n = min(len(stored), self.n_episodes)
+                values[:n] = stored[:n]
+            self._checksums[key] = values
 
     @property
     def keys(self) -> list[str]:
@@ -223,6 +384,97 @@ class ReplayBuffer:
             raise DatasetError(f"{self.path}: missing key(s) {missing} under `data/`; "
                                f"available: {self.keys}")
 
+    # -- integrity -----------------------------------------------------------------------
+    def _episode_at(self, step: int) -> int:
+        return int(np.searchsorted(self._episode_ends, step, side="right"))
+
+    def _read_array(self, arr: zarr.Array, name: str, sl: slice) -> np.ndarray:
+        """arr[sl], with a chunk that cannot be read or decoded reported as a DatasetError."""
+        try:
+            return arr[sl]
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types on corrupt bytes
+            raise DatasetError(f"{self.path}: `{name}` cannot be read at {sl.start or 0}:{sl.stop} (a corrupt "
+                               f"chunk? {type(exc).__name__}: {exc})") from exc
+
+    def _read(self, key: str, sl: slice) -> np.ndarray:
+        self._check_chunks_present(key, sl.start, sl.stop)
+        return self._read_array(self._data[key], f"data/{key}", sl)
+
+    def _check_chunks_present(self, key: str, start: int, stop: int) -> None:
+        """Every chunk file under steps [start, stop) of checksummed episodes must exist (local stores).
+
+        Chunks are written even when they hold only fill values, so a missing one was lost or deleted;
+        zarr would silently read it as fill values. Episodes without checksums (written before this
+        rule) are not checked.
+        """
+        if self._store is not None or stop <= start or not os.path.isdir(self.path):
+            return
+        sums = self._checksums.get(key)
+        if sums is None or not (sums >= 0).any():
+            return
+        arr = self._data[key]
+        ends = self._episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        checked = sums >= 0
+        c0 = arr.chunks[0]
+        grid_rest = [range(math.ceil(n / c)) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
+        for t in range(start // c0, (stop - 1) // c0 + 1):
+            lo, hi = t * c0, min((t + 1) * c0, stop)
+            first, last = self._episode_at(lo), self._episode_at(hi - 1)
+            if not checked[first:last + 1].any():
+                continue
+            for rest in np.ndindex(*[len(r) for r in grid_rest]) if grid_rest else [()]:
+                chunk_key = arr.metadata.encode_chunk_key((t, *rest))
+                if not os.path.exists(os.path.join(self.path, "data", key, chunk_key)):
+                    episode = first + int(np.argmax(checked[first:last + 1]))
+                    raise DatasetError(f"{self.path}: `data/{key}` chunk {chunk_key} (steps {lo}-{hi - 1}, "
+                                       f"episode {episode} starts at {starts[episode]}) is missing from the "
+                                       "store: the dataset is damaged")
+
+    def _check_checksums(self, key: str, values: np.ndarray, first_episode: int, last_episode: int,
+                         offset: int) -> None:
+        """Compare the CRC-32 of each episode in `values` (steps from `offset`) with the recorded one."""
+        sums = self._checksums[key]
+        ends = self._episode_ends
+        for i in range(first_episode, last_episode + 1):
+            if sums[i] < 0:
+                continue
+            start = int(ends[i - 1]) if i > 0 else 0
+            if episode_checksum(values[start - offset:int(ends[i]) - offset]) != sums[i]:
+                raise DatasetError(f"{self.path}: `data/{key}` of episode {i} does not match the checksum "
+                                   "recorded when it was written: the dataset is corrupted")
+
+    def checksums(self, key: str) -> np.ndarray:
+        """(n_episodes,) int64 recorded CRC-32 of `data/<key>` per episode; -1 where none was recorded."""
+        self._require_keys([key])
+        return self._checksums[key].copy()
+
+    def verify(self) -> VerifyReport:
+        """Check the whole store: every chunk of every key is present and decodes, every recorded
+        checksum matches, float values are finite. Reads one episode at a time (images fit).
+
+        Returns a `VerifyReport`; problems are collected (at most one per key), not raised.
+        """
+        report = VerifyReport(self.n_episodes,
+                              int(np.all([self._checksums[k] >= 0 for k in self.keys], axis=0).sum())
+                              if self.keys and self.n_episodes else 0)
+        if self.uncommitted_tail:
+            report.notes.append("the last episode's append was interrupted before its commit: ignored")
+        unchecked = self.n_episodes - report.n_checksummed
+        if unchecked:
+            report.notes.append(f"{unchecked} episode(s) have no recorded checksums (written before robolearn "
+                                "recorded them): only structure, decoding and finiteness are checked there")
+        for key in self.keys:
+            try:
+                for i in range(self.n_episodes):
+                    sl = self.episode_slice(i)
+                    values = self._read(key, sl)
+                    self._check_finite(key, values, offset=sl.start)
+                    self._check_checksums(key, values, i, i, sl.start)
+            except DatasetError as exc:
+                report.problems.append(str(exc))
+        return report
+
     # -- reading -----------------------------------------------------------------------
     def episode_slice(self, index: int) -> slice:
         """Time slice of episode `index` (negative indices count from the end)."""
@@ -234,34 +486,43 @@ class ReplayBuffer:
         return slice(start, int(self._episode_ends[index]))
 
     def get_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Arrays of one episode, each (T_episode, ...); float arrays are checked for NaN/inf."""
-        keys = self.keys if keys is None else list(keys)
-        self._require_keys(keys)
-        sl = self.episode_slice(index)
-        out = {k: self._data[k][sl] for k in keys}
-        for k, v in out.items():
-            self._check_finite(k, v, offset=sl.start)
-        return out
-
-    def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Read the committed steps of `keys` into memory: {key: (n_steps, ...)}.
+        """Arrays of one episode, each (T_episode, ...), verified (chunks, checksums, finite floats).
 
         Raises:
-            DatasetError: a key is missing, or a float array holds NaN/inf (naming the
-                key, episode and step).
+            DatasetError: a missing or undecodable chunk, a checksum mismatch, or NaN/inf.
         """
         keys = self.keys if keys is None else list(keys)
         self._require_keys(keys)
-        out = {k: self._data[k][: self.n_steps] for k in keys}
+        sl = self.episode_slice(index)
+        index %= self.n_episodes
+        out = {k: self._read(k, sl) for k in keys}
+        for k, v in out.items():
+            self._check_finite(k, v, offset=sl.start)
+            self._check_checksums(k, v, index, index, sl.start)
+        return out
+
+    def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Read the committed steps of `keys` into memory, verified: {key: (n_steps, ...)}.
+
+        Raises:
+            DatasetError: a key is missing, a chunk is missing or cannot be decoded, an episode does
+                not match its recorded checksum, or a float array holds NaN/inf (naming the key,
+                episode and step).
+        """
+        keys = self.keys if keys is None else list(keys)
+        self._require_keys(keys)
+        out = {k: self._read(k, slice(0, self.n_steps)) for k in keys}
         for k, v in out.items():
             self._check_finite(k, v)
+            if self.n_episodes:
+                self._check_checksums(k, v, 0, self.n_episodes - 1, 0)
         return out
 
     def _check_finite(self, key: str, values: np.ndarray, offset: int = 0) -> None:
         bad = first_nonfinite_step(values)
         if bad is not None:
             step = offset + bad
-            episode = int(np.searchsorted(self._episode_ends, step, side="right"))
+            episode = self._episode_at(step)
             start = int(self._episode_ends[episode - 1]) if episode > 0 else 0
             raise DatasetError(f"{self.path}: `data/{key}` holds NaN or inf in episode {episode} "
                                f"at step {step - start}")
@@ -283,19 +544,20 @@ class ReplayBuffer:
 
         Raises:
             DatasetError: keys differ from the buffer's, lengths disagree, T is 0, a
-                per-step shape or dtype differs, an image is not uint8, or values are
-                NaN/inf. Nothing is written then.
+                per-step shape or dtype differs, an image is not uint8, values are NaN/inf,
+                or values do not fit the stored dtype (1e300 into float32). Nothing is written then.
             PermissionError: the buffer was opened read-only.
         """
         if not self.writable:
             raise PermissionError(f"{self.path} is open read-only")
         index = self.n_episodes
         arrays = {k: np.asarray(v) for k, v in episode.items()}
-        self._validate_episode(arrays, index)
+        arrays = self._validate_episode(arrays, index)
         n_old = self.n_steps
         n_new = len(next(iter(arrays.values())))
         chunks = dict(chunks or {})
         compressors = dict(compressors or {})
+        sums_group = self.root.require_group(CHECKSUMS)
         for key, values in arrays.items():
             if key in self._data:
                 arr = self._data[key]
@@ -306,15 +568,26 @@ class ReplayBuffer:
                     chunks=chunks.get(key, (default_chunk_length(step_shape, values.dtype), *step_shape)),
                     compressors=compressors.get(key, default_compressor()), fill_value=0)
             arr.resize((n_old + n_new, *arr.shape[1:]))  # also drops steps of an uncommitted append
-            arr[n_old:] = values
+            arr.with_config(WRITE_CONFIG)[n_old:] = values
+            if key in sums_group:
+                sums = sums_group[key]
+            else:
+                sums = sums_group.create_array(key, shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1,
+                                               compressors=None)
+            sums.resize((index + 1,))
+            sums[index] = episode_checksum(values)
         # Commit: only now does the episode exist for readers.
         ends = self.root[EPISODE_ENDS]
         ends.resize((index + 1,))
         ends[index] = n_old + n_new
         self._episode_ends = np.append(self._episode_ends, n_old + n_new)
+        for key, values in arrays.items():
+            self._checksums[key] = np.append(self._checksums.get(key, np.full(index, -1, np.int64)),
+                                             episode_checksum(values))
         return index
 
-    def _validate_episode(self, arrays: dict[str, np.ndarray], index: int) -> None:
+    def _validate_episode(self, arrays: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+        """Check an episode against the buffer; returns the arrays cast to the stored dtypes."""
         if not arrays:
             raise DatasetError(f"episode {index}: no arrays given")
         existing = set(self.keys)
@@ -327,12 +600,16 @@ class ReplayBuffer:
             raise DatasetError(f"episode {index}: arrays have different lengths {lengths}")
         if next(iter(lengths.values())) == 0:
             raise DatasetError(f"episode {index}: has no steps")
+        out = {}
         for key, values in arrays.items():
-            if values.dtype == object:
-                raise DatasetError(f"episode {index}: `{key}` has dtype object; use a numeric dtype")
+            if values.dtype == object or values.dtype.kind in "USV":
+                raise DatasetError(f"episode {index}: `{key}` has dtype {values.dtype}; use a numeric dtype")
             if values.ndim == 4 and (values.dtype != np.uint8 or values.shape[-1] not in (1, 3, 4)):
                 raise DatasetError(f"episode {index}: image `{key}` must be uint8 (T, H, W, C) with C in "
                                    f"1/3/4, got {values.dtype} {values.shape}")
+            bad = first_nonfinite_step(values)
+            if bad is not None:
+                raise DatasetError(f"episode {index}: `{key}` holds NaN or inf at step {bad}")
             if key in existing:
                 arr = self._data[key]
                 if values.shape[1:] != arr.shape[1:]:
@@ -341,9 +618,9 @@ class ReplayBuffer:
                 if not np.can_cast(values.dtype, arr.dtype, casting="same_kind"):
                     raise DatasetError(f"episode {index}: `{key}` has dtype {values.dtype}, "
                                        f"the buffer stores {arr.dtype}")
-            bad = first_nonfinite_step(values)
-            if bad is not None:
-                raise DatasetError(f"episode {index}: `{key}` holds NaN or inf at step {bad}")
+                values = fit_dtype(key, values, arr.dtype, f"episode {index}")
+            out[key] = np.ascontiguousarray(values)
+        return out
 
     def __repr__(self) -> str:
         return f"ReplayBuffer({str(self.path)!r}, episodes={self.n_episodes}, steps={self.n_steps}, keys={self.keys})"

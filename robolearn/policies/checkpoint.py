@@ -30,14 +30,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.errors import CheckpointError
 from robolearn.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.gaussian import GaussianChunkPolicy, GaussianPolicyConfig
 
 REQUIRED_FILES = ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing files or holds inconsistent content."""
 
 
 def contiguous_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
