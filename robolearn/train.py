@@ -21,12 +21,18 @@ from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer, SequenceDataset
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
-from robolearn.lock import WriterLock
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
+from robolearn.lock import WriterLock
 from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
-from robolearn.policies.checkpoint import (CheckpointManager, load_policy, numpy_rng_state,
-                                           optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng,
-                                           save_policy)
+from robolearn.policies.checkpoint import (
+    CheckpointManager,
+    load_policy,
+    numpy_rng_state,
+    optimizer_from_safetensors,
+    optimizer_to_safetensors,
+    restore_numpy_rng,
+    save_policy,
+)
 from robolearn.policies.diffusion import check_dataset_matches
 
 POLICY_CONFIG_KEYS = set(DiffusionPolicyConfig.__dataclass_fields__) - {"obs_keys", "obs_dims", "action_dim"}

@@ -5,5 +5,5 @@ from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.datasets.replay_buffer import DatasetError, DatasetWarning, ReplayBuffer, VerifyReport
 from robolearn.datasets.sampler import SequenceSampler, episode_split
 
-__all__ = ["DatasetError", "DatasetWarning", "LinearNormalizer", "VerifyReport", "ReplayBuffer", "SequenceDataset", "SequenceSampler",
-           "episode_split"]
+__all__ = ["DatasetError", "DatasetWarning", "LinearNormalizer", "ReplayBuffer", "SequenceDataset", "SequenceSampler",
+           "VerifyReport", "episode_split"]

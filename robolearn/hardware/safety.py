@@ -8,10 +8,16 @@ Every driver sends its joint targets through a `SafetyFilter`:
   turns into a jump);
 - a watchdog holds the measured position when no command arrived for `watchdog_timeout` s;
 - `stop()` latches: the robot holds where it was until `reset_stop()` is called explicitly.
+
+Inputs are validated: a target must be a 1-D numeric (not bool, not text) array of one value per
+joint; anything else is rejected like a NaN target (the held command is sent, `rejected` counts it).
+Times must be finite, and `reset` needs a finite position; invalid ones raise `ValueError` and leave
+the filter's state exactly as it was, so a bad input can never poison later commands.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,11 +64,9 @@ class SafetyFilter:
     """
 
     def __init__(self, limits: SafetyLimits, watchdog_timeout: float = 0.25, max_step_seconds: float = 0.1):
-        if watchdog_timeout <= 0 or max_step_seconds <= 0:
-            raise ValueError("watchdog_timeout and max_step_seconds must be > 0 s")
         self.limits = limits
         self.watchdog_timeout = watchdog_timeout
-        self.max_step_seconds = max_step_seconds
+        self.max_step_seconds = positive_seconds(max_step_seconds, "max_step_seconds")
         self._command: np.ndarray | None = None
         self._last_time = 0.0
         self._last_input_time = 0.0
@@ -71,21 +75,46 @@ class SafetyFilter:
         self.rejected = 0  # commands refused for NaN/inf or a wrong shape
 
     @property
+    def watchdog_timeout(self) -> float:
+        """Seconds without a command after which the robot holds; finite and > 0."""
+        return self._watchdog_timeout
+
+    @watchdog_timeout.setter
+    def watchdog_timeout(self, value: float) -> None:
+        self._watchdog_timeout = positive_seconds(value, "watchdog_timeout")
+
+    @property
     def n_joints(self) -> int:
         return len(self.limits.lower)
 
     def reset(self, position: np.ndarray, now: float) -> None:
-        """Start from the measured position (rad) at time `now` (s); clears the watchdog hold."""
+        """Start from the measured position (rad) at time `now` (s); clears the watchdog hold.
+
+        Raises:
+            ValueError: `position` is not n_joints finite numbers, or `now` is not a finite time
+                (the filter is left unchanged).
+        """
         position = self._check_shape(position, "position")
+        if not np.all(np.isfinite(position)):
+            raise ValueError(f"position must be finite, got {position.tolist()}")
+        now = _check_time(now)
         self._command = np.clip(position, self.limits.lower, self.limits.upper)
         self._last_time = self._last_input_time = now
         self._hold = None
 
     def _check_shape(self, x, name: str) -> np.ndarray:
-        x = np.asarray(x, dtype=float).reshape(-1)
-        if x.shape != (self.n_joints,):
-            raise ValueError(f"{name} must have {self.n_joints} joint values, got shape {x.shape}")
-        return x
+        """`x` as a float array (n_joints,); ValueError for text, bools, objects, other shapes."""
+        if isinstance(x, (str, bytes)):
+            raise ValueError(f"{name} must be {self.n_joints} numbers, got text {x!r:.40}")
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be {self.n_joints} numbers ({exc})") from None
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must be {self.n_joints} numbers, got dtype {arr.dtype}")
+        if arr.shape != (self.n_joints,):
+            raise ValueError(f"{name} must have shape ({self.n_joints},), got {arr.shape}")
+        return arr.astype(float)
 
     def _require_reset(self) -> np.ndarray:
         if self._command is None:
@@ -93,8 +122,16 @@ class SafetyFilter:
         return self._command
 
     def filter(self, target, now: float) -> np.ndarray:
-        """The safe command (rad) for a requested `target` (rad) at time `now` (s)."""
+        """The safe command (rad) for a requested `target` (rad) at time `now` (s).
+
+        An invalid target (wrong shape or type, NaN/inf) is rejected: the held command is returned.
+
+        Raises:
+            ValueError: `now` is not a finite time (nothing changes).
+            RuntimeError: `reset` was never called.
+        """
         command = self._require_reset()
+        now = _check_time(now)
         try:
             target = self._check_shape(target, "target")
             valid = bool(np.all(np.isfinite(target)))
@@ -121,9 +158,13 @@ class SafetyFilter:
         position measured when the hold began; otherwise the last safe command is repeated.
         """
         command = self._require_reset()
+        now = _check_time(now)
         if self.stopped or now - self._last_input_time > self.watchdog_timeout:
             if self._hold is None:
-                measured = self._check_shape(measured, "measured")
+                try:
+                    measured = self._check_shape(measured, "measured")
+                except ValueError:  # no usable reading: hold the last safe command
+                    measured = command
                 self._hold = np.clip(np.where(np.isfinite(measured), measured, command),
                                      self.limits.lower, self.limits.upper)
             self._command, self._last_time = self._hold.copy(), now
@@ -144,3 +185,23 @@ class SafetyFilter:
         """Clear a latched stop explicitly, starting again from the measured position."""
         self.stopped = False
         self.reset(position, now)
+
+
+def positive_seconds(value, name: str) -> float:
+    """`value` as a finite duration > 0 s.
+
+    Raises:
+        ValueError: not a number (bools and text included), NaN, inf, or <= 0; the message names `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+    return value
+
+
+def _check_time(now) -> float:
+    if isinstance(now, bool) or not isinstance(now, (int, float, np.integer, np.floating)) or not math.isfinite(now):
+        raise ValueError(f"now must be a finite time in s, got {now!r}")
+    return float(now)

@@ -21,12 +21,13 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from robolearn.datasets.normalizer import LinearNormalizer
@@ -35,6 +36,8 @@ from robolearn.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.gaussian import GaussianChunkPolicy, GaussianPolicyConfig
 
 REQUIRED_FILES = ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors")
+#: the most parameters a checkpoint's config may describe (4 GB of float32), checked before allocating
+MAX_PARAMETERS = 1_000_000_000
 
 
 def contiguous_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,6 +77,110 @@ def optimizer_from_safetensors(optimizer: torch.optim.Optimizer, tensors: dict, 
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# -- validated loading (shared by policy and Q-function checkpoints) -------------------------
+def read_config_yaml(folder: Path) -> dict:
+    """config.yaml of a checkpoint as a mapping.
+
+    Raises:
+        CheckpointError: not valid YAML, or not a mapping.
+    """
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint {folder}: config.yaml is not valid YAML ({first})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {folder}: config.yaml must be a mapping, got {type(config).__name__}")
+    return config
+
+
+def config_section(config_cls, config: dict, section: str, folder: Path):
+    """`config_cls.from_dict(config[section])`, with every problem a CheckpointError naming the section."""
+    values = config.get(section)
+    if not isinstance(values, dict):
+        raise CheckpointError(f"checkpoint {folder}: config.yaml needs a mapping `{section}:`, got {values!r:.80}")
+    try:
+        return config_cls.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml `{section}` is invalid ({exc})") from None
+
+
+def load_normalizer(folder: Path, dims: Mapping[str, int]) -> LinearNormalizer:
+    """normalizer.json of a checkpoint, checked: finite statistics, positive scales, sizes `dims` ({key: D}).
+
+    Raises:
+        CheckpointError: unreadable JSON, missing statistics, non-finite values, a scale <= 0, or a key
+            whose size differs from `dims`.
+    """
+    path = folder / "normalizer.json"
+    try:
+        normalizer = LinearNormalizer.load(path)
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: normalizer.json is invalid ({' '.join(str(exc).split())[:200]})") \
+            from None
+    for key, dim in dims.items():
+        if key not in normalizer.params:
+            raise CheckpointError(f"checkpoint {folder}: normalizer.json has no statistics for `{key}`")
+        for name, values in normalizer.params[key].items():
+            if values.shape != (dim,):
+                raise CheckpointError(f"checkpoint {folder}: normalizer.json `{key}.{name}` has shape "
+                                      f"{values.shape}, the config expects ({dim},)")
+            if not np.all(np.isfinite(values)):
+                raise CheckpointError(f"checkpoint {folder}: normalizer.json `{key}.{name}` holds NaN or inf")
+        if np.any(normalizer.params[key]["scale"] <= 0):
+            raise CheckpointError(f"checkpoint {folder}: normalizer.json `{key}.scale` must be > 0 "
+                                  f"(got {normalizer.params[key]['scale'].tolist()})")
+    return normalizer
+
+
+def build_checked(folder: Path, factory: Callable[[], torch.nn.Module],
+                  weights: Callable[[torch.nn.Module], Mapping[Path, torch.nn.Module]]) -> torch.nn.Module:
+    """Build a model from a checkpoint's config and load its weight files, checking before allocating.
+
+    The model is first built on the `meta` device (no memory): its parameter count must be at most
+    `MAX_PARAMETERS` and each file's tensor names and shapes (read from the safetensors header) must
+    match it. Only then is it built for real and loaded; every loaded tensor must be finite.
+
+    Args:
+        factory: builds the model from the config.
+        weights: for a model, {weight file: the submodule it holds}.
+
+    Raises:
+        CheckpointError: a config that builds no model, too many parameters, a file that is not
+            safetensors or whose tensors differ from the config's, or NaN/inf weights.
+    """
+    try:
+        with torch.device("meta"):
+            meta = factory()
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml does not describe a model that can be built "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    n_params = sum(p.numel() for p in meta.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml describes {n_params:.3g} parameters, more than "
+                              f"the limit of {MAX_PARAMETERS:.0e}; refusing to allocate")
+    for path, module in weights(meta).items():
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"checkpoint {folder}: {path.name} is not a readable safetensors file ({exc})") \
+                from None
+        if found != expected:
+            diff = sorted(set(found.items()) ^ set(expected.items()))[:3]
+            raise CheckpointError(f"checkpoint {folder}: {path.name} does not match config.yaml (first differences, "
+                                  f"name and shape: {diff})")
+    model = factory()
+    for path, module in weights(model).items():
+        state = load_file(path)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"checkpoint {folder}: {path.name} holds NaN or inf in {bad[:3]}")
+        module.load_state_dict(state)
+    return model
 
 
 #: policy_class in config.yaml -> (policy class, config class)
@@ -125,23 +232,30 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {folder} is missing {missing}")
-    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config = read_config_yaml(folder)
     if config.get("policy_class") not in POLICY_CLASSES:
         raise CheckpointError(f"checkpoint {folder}: unknown policy_class {config.get('policy_class')!r}")
     policy_cls, config_cls = POLICY_CLASSES[config["policy_class"]]
-    policy_config = config_cls.from_dict(config["policy"])
-    policy = policy_cls(policy_config, LinearNormalizer.load(folder / "normalizer.json"))
-    weights = {_weights(policy): folder / ("ema.safetensors" if use_ema else "model.safetensors")}
-    if getattr(policy, "ft_model", None) is not None:
-        weights[policy.ft_model] = folder / ("ft_ema.safetensors" if use_ema else "ft_model.safetensors")
-        if not weights[policy.ft_model].is_file():
-            raise CheckpointError(f"checkpoint {folder} has ft_denoising_steps="
-                                  f"{policy_config.ft_denoising_steps} but no {weights[policy.ft_model].name}")
-    for module, path in weights.items():
-        try:
-            module.load_state_dict(load_file(path))
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {folder}: {path.name} does not match config.yaml ({exc})") from exc
+    policy_config = config_section(config_cls, config, "policy", folder)
+    try:
+        dims = {**dict(zip(policy_config.obs_keys, policy_config.obs_dims, strict=True)),
+                "action": int(policy_config.action_dim)}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml `policy` obs_keys/obs_dims/action_dim are "
+                              f"inconsistent ({exc})") from None
+    normalizer = load_normalizer(folder, dims)
+
+    def weights(policy) -> dict[Path, torch.nn.Module]:
+        out = {folder / ("ema.safetensors" if use_ema else "model.safetensors"): _weights(policy)}
+        if getattr(policy, "ft_model", None) is not None:
+            ft = folder / ("ft_ema.safetensors" if use_ema else "ft_model.safetensors")
+            if not ft.is_file():
+                raise CheckpointError(f"checkpoint {folder} has ft_denoising_steps="
+                                      f"{policy_config.ft_denoising_steps} but no {ft.name}")
+            out[ft] = policy.ft_model
+        return out
+
+    policy = build_checked(folder, lambda: policy_cls(policy_config, normalizer), weights)
     if (sampler or num_inference_steps) and isinstance(policy, DiffusionPolicy):
         policy.set_sampler(sampler or policy_config.sampler, num_inference_steps or policy_config.num_inference_steps)
     return policy.to(device).eval()
@@ -178,12 +292,16 @@ class CheckpointManager:
         name = f"step_{step:07d}"
         tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
-        write_model(tmp)
-        save_file(contiguous_cpu(train_tensors), tmp / "train_state.safetensors")
-        (tmp / "train_state.json").write_text(json.dumps(train_meta, indent=1))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        try:
+            write_model(tmp)
+            save_file(contiguous_cpu(train_tensors), tmp / "train_state.safetensors")
+            (tmp / "train_state.json").write_text(json.dumps(train_meta, indent=1, allow_nan=True))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
+            raise
         final = self.root / name
         if final.exists():
             shutil.rmtree(final)

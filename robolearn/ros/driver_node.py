@@ -12,6 +12,9 @@ Subscribes, in the two ros2_control conventions (joints matched by name, or in `
     /e_stop (std_msgs/Bool, reliable): true latches a stop (hold); /e_stop/reset true clears it
 Every target passes the robot's safety filter (limits, rate limit, NaN rejection); without a new
 target for `watchdog_timeout` s the robot holds its measured position (the filter's watchdog).
+Malformed commands (wrong length, unknown joints, NaN/inf) and trajectories stamped more than
+`max_trajectory_offset` s from now, or with a point more than `max_trajectory_seconds` after its
+start, are refused with a rate-limited log line; no message can stop the node.
 
 Simulation episodes (robot=sim, episodes > 0): the scene is reset with seed `seed + i`, the episode
 ends on success (cube 5 cm up) or after `episode_seconds`; starts and ends are announced on
@@ -39,7 +42,10 @@ from robolearn.ros.msgs import (
 )
 from robolearn.ros.node import (
     TOPIC_DEFAULTS,
+    RateLimitedLog,
     TimingStats,
+    check_timing,
+    finite_values,
     pose_message,
     reorder_by_name,
     run,
@@ -58,6 +64,7 @@ PARAMETERS = {
     "watchdog_timeout": 0.25, **TOPIC_DEFAULTS, "estop_topic": "/e_stop", "episode_topic": "/robolearn/episode",
     "status_topic": "/robolearn/driver_status", "episodes": 0, "episode_seconds": 10.0, "seed": 100000,
     "reset_grace": 0.15, "episode_subscribers": 0, "sim_joint_noise": 0.0, "sim_command_latency": 0.0,
+    "max_trajectory_offset": 5.0, "max_trajectory_seconds": 60.0,
 }
 
 
@@ -73,7 +80,11 @@ class RobotDriverNode:
     def __init__(self, transport: Transport, params: dict, robot=None):
         from robolearn.hardware.factory import make_robot
 
+        check_timing(params, durations=("watchdog_timeout", "episode_seconds", "max_trajectory_offset",
+                                        "max_trajectory_seconds"),
+                     non_negative=("reset_grace", "sim_command_latency"))
         self.p = params
+        self.log = RateLimitedLog("robot_driver")
         self.rate_hz = float(params["control_hz"])
         self.period = 1.0 / self.rate_hz
         if robot is None:
@@ -106,31 +117,43 @@ class RobotDriverNode:
         self.commanded = False  # a command has arrived (the first episode starts then)
 
     # -- inputs --------------------------------------------------------------------------
+    def _reject(self, kind: str, reason: str) -> None:
+        self.stats.count("rejected_commands")
+        self.log(kind, f"rejected a {kind} message: {reason}")
+
     def _on_commands(self, msg: Float64MultiArray) -> None:
         if self.last_tick < self.ignore_until:
             return
-        if len(msg.data) != len(self.joint_names):
-            self.stats.count("rejected_commands")
-            print(f"[robot_driver] commands need {len(self.joint_names)} values in the order {self.joint_names}, "
-                  f"got {len(msg.data)}", file=sys.stderr)
+        try:
+            target = finite_values(msg.data, f"commands (one per joint, in the order {self.joint_names})",
+                                   len(self.joint_names))
+        except (TypeError, ValueError) as exc:
+            self._reject("commands", str(exc))
             return
-        self.target, self.trajectory = np.asarray(msg.data, dtype=np.float64), []
+        self.target, self.trajectory = target, []
         self.commanded = True
         self.stats.count("commands_received")
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         if self.last_tick < self.ignore_until or not msg.points:
             return
-        start = msg.header.stamp.to_seconds()
-        # ROS time stamp -> local monotonic time; zero means "start now"
-        t0 = now if start == 0 else now + (start - time.time())
         try:
-            points = [(t0 + p.time_from_start.to_seconds(), reorder_by_name(msg.joint_names, p.positions,
-                                                                              self.joint_names)) for p in msg.points]
-        except (KeyError, ValueError) as exc:
-            self.stats.count("rejected_commands")
-            print(f"[robot_driver] rejected a joint_trajectory: {exc}", file=sys.stderr)
+            start = msg.header.stamp.to_seconds()
+            offset = 0.0 if start == 0 else start - wall  # zero means "start when received"
+            limit = float(self.p["max_trajectory_offset"])
+            if not abs(offset) <= limit:
+                raise ValueError(f"stamped {offset:+.3f} s from now (more than max_trajectory_offset {limit:g} s; "
+                                 "a wrong stamp or unsynchronized clocks)")
+            points = []
+            for i, p in enumerate(msg.points):
+                due = p.time_from_start.to_seconds()
+                if not 0 <= due <= float(self.p["max_trajectory_seconds"]):
+                    raise ValueError(f"point {i} has time_from_start {due} s, outside [0, "
+                                     f"max_trajectory_seconds {self.p['max_trajectory_seconds']:g}]")
+                points.append((now + offset + due, reorder_by_name(msg.joint_names, p.positions, self.joint_names)))
+        except Exception as exc:  # noqa: BLE001 - no message may stop the node
+            self._reject("joint_trajectory", str(exc).strip("'\""))
             return
         self.trajectory, self.target = points, None
         self.commanded = True

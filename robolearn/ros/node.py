@@ -7,17 +7,24 @@ Observation keys and their topics (parameters `<key>_topic`, or `joint_states_to
     gripper_opening  std_msgs/Float64MultiArray `data` (1,), m
     cube_pos         geometry_msgs/PoseStamped position (3,), m
     cube_quat        geometry_msgs/PoseStamped orientation as (w, x, y, z) (ROS sends x, y, z, w)
+
+Malformed messages (a wrong number of values, unknown joints, NaN/inf) are dropped with a
+rate-limited log line and never reach a policy or a robot; no message can stop a node.
 """
 
 from __future__ import annotations
 
+import math
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from robolearn.errors import CheckpointError, UserError
+from robolearn.hardware.safety import positive_seconds
 from robolearn.ros.msgs import (
     Float64MultiArray,
     Header,
@@ -40,6 +47,66 @@ OBSERVATION_TOPICS = {
 }
 TOPIC_DEFAULTS = {"joint_states_topic": "/joint_states", "gripper_opening_topic": "/gripper_opening",
                   "cube_pose_topic": "/cube_pose"}
+#: the fastest control rate a node accepts, Hz (a Python loop cannot keep a faster one)
+MAX_CONTROL_HZ = 1000.0
+
+
+def check_timing(params: dict, durations: Iterable[str] = (), non_negative: Iterable[str] = ()) -> None:
+    """Validate a node's timing parameters: `control_hz` finite in (0, MAX_CONTROL_HZ], each of `durations`
+    a finite number of seconds > 0, each of `non_negative` finite and >= 0 s.
+
+    Raises:
+        ValueError: the first invalid parameter, named with the value found and what was expected.
+    """
+    hz = params["control_hz"]
+    if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or not 0 < hz <= MAX_CONTROL_HZ:
+        raise ValueError(f"control_hz must be a finite rate in (0, {MAX_CONTROL_HZ:g}] Hz, got {hz!r}")
+    for name in durations:
+        positive_seconds(params[name], name)
+    for name in non_negative:
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+class RateLimitedLog:
+    """Log lines to stderr, at most one per `key` every `interval` s, saying how many were held back.
+
+    Args:
+        node: the node's name, prefixed to each line.
+        interval: seconds between two lines of one key.
+    """
+
+    def __init__(self, node: str, interval: float = 5.0):
+        self.node, self.interval = node, interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, key: str, text: str) -> bool:
+        """Log `text` unless a line of `key` was logged within `interval` s; True if it was logged."""
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        held = self._held.pop(key, 0)
+        suffix = f" ({held} more like it in the last {self.interval:g} s)" if held else ""
+        print(f"[{self.node}] {text}{suffix}", file=sys.stderr, flush=True)
+        self._last[key] = now
+        return True
+
+
+def finite_values(values, name: str, length: int | None = None) -> np.ndarray:
+    """`values` as a finite float array (n,), of `length` values if given.
+
+    Raises:
+        ValueError: another number of values, or NaN/inf (the message names `name`).
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if length is not None and len(arr) != length:
+        raise ValueError(f"{name} needs {length} value(s), got {len(arr)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} holds NaN or inf")
+    return arr
 
 
 def stamp(wall_time: float | None = None) -> Header:
@@ -60,7 +127,7 @@ def reorder_by_name(msg_names, values, joint_names) -> np.ndarray:
     missing = [n for n in joint_names if n not in index]
     if missing:
         raise KeyError(f"JointState lacks joints {missing} (it has {list(msg_names)})")
-    return np.array([values[index[n]] for n in joint_names], dtype=np.float64)
+    return finite_values([values[index[n]] for n in joint_names], "joint values")
 
 
 def pose_message(position, quat_wxyz, frame_id: str = "world", wall_time: float | None = None) -> PoseStamped:
@@ -92,40 +159,66 @@ class ObservationInbox:
         keys: observation keys to subscribe for (see `OBSERVATION_TOPICS`).
         params: topic parameters (`joint_states_topic`, ...).
         joint_names: joint order for joint_pos / joint_vel.
+        log: where dropped messages are reported (rate-limited); default prints as "inbox".
+
+    Attributes:
+        errors: key -> why its last message was dropped.
+        dropped: how many messages were dropped as malformed.
 
     Raises:
         ValueError: a key no topic provides.
     """
 
-    def __init__(self, transport: Transport, keys, params: dict, joint_names):
+    def __init__(self, transport: Transport, keys, params: dict, joint_names, log: RateLimitedLog | None = None):
         unknown = [k for k in keys if k not in OBSERVATION_TOPICS]
         if unknown:
             raise ValueError(f"no ROS topic provides observation {unknown}; supported: {sorted(OBSERVATION_TOPICS)}")
         self.keys, self.joint_names = list(keys), list(joint_names)
         self.latest: dict[str, tuple[np.ndarray, float, float | None]] = {}
+        self.age_at_arrival: dict[str, float] = {}  # key -> ROS time at arrival minus the header stamp, s
         self.errors: dict[str, str] = {}
+        self.dropped = 0
+        self.log = log or RateLimitedLog("inbox")
         self.min_stamp = -np.inf
+        self.topics: dict[str, str] = {}
         topics = {}
         for key in self.keys:
             param, msg_type = OBSERVATION_TOPICS[key]
             topics.setdefault((params[param], msg_type), []).append(key)
+            self.topics[key] = params[param]
         for (topic, msg_type), keys_here in topics.items():
-            transport.create_subscription(topic, msg_type, self._handler(msg_type, keys_here), SENSOR_QOS)
+            transport.create_subscription(topic, msg_type, self._handler(topic, keys_here), SENSOR_QOS)
 
-    def _handler(self, msg_type: type, keys: list[str]) -> Callable:
+    def _handler(self, topic: str, keys: list[str]) -> Callable:
         def handle(msg) -> None:
-            received = time.monotonic()
-            sent = msg.header.stamp.to_seconds() if hasattr(msg, "header") else None  # None: no header
+            received, wall = time.monotonic(), time.time()
+            try:
+                sent = msg.header.stamp.to_seconds() if hasattr(msg, "header") else None  # None: no header
+                if sent is not None and not math.isfinite(sent):
+                    raise ValueError(f"header stamp {sent} is not a finite time")
+            except Exception as exc:  # noqa: BLE001 - no message may stop the node
+                self._drop(topic, keys, exc)
+                return
             if sent is not None and sent < self.min_stamp:
                 return  # taken before the scene was reset
             for key in keys:
                 try:
                     value = self._extract(key, msg)
-                except (KeyError, ValueError) as exc:
-                    self.errors[key] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - no message may stop the node
+                    self._drop(topic, [key], exc)
                     continue
+                self.errors.pop(key, None)
                 self.latest[key] = (value, received, sent)
+                if sent is not None:
+                    self.age_at_arrival[key] = wall - sent
         return handle
+
+    def _drop(self, topic: str, keys: list[str], exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (KeyError, ValueError)) else str(exc).strip("'\"")
+        for key in keys:
+            self.errors[key] = text
+        self.dropped += 1
+        self.log(f"drop:{topic}", f"dropped a malformed message on {topic} ({', '.join(keys)}): {text}")
 
     def _extract(self, key: str, msg) -> np.ndarray:
         if key == "joint_pos":
@@ -133,14 +226,20 @@ class ObservationInbox:
         if key == "joint_vel":
             return reorder_by_name(msg.name, msg.velocity, self.joint_names)
         if key == "gripper_opening":
-            return np.asarray(msg.data[:1], dtype=np.float64)
+            return finite_values(msg.data, "gripper_opening", 1)
         p, q = msg.pose.position, msg.pose.orientation
-        return np.array([p.x, p.y, p.z]) if key == "cube_pos" else np.array([q.w, q.x, q.y, q.z])
+        if key == "cube_pos":
+            return finite_values([p.x, p.y, p.z], "cube position")
+        quat = finite_values([q.w, q.x, q.y, q.z], "cube orientation")
+        if not 0.5 < np.linalg.norm(quat) < 1.5:
+            raise ValueError(f"cube orientation is not a unit quaternion (norm {np.linalg.norm(quat):.3g})")
+        return quat
 
     def reset(self, min_stamp: float) -> None:
         """Forget every value; from now on ignore messages stamped before `min_stamp` (ROS time, s),
         e.g. observations of the previous episode still in flight after a scene reset."""
         self.latest.clear()
+        self.age_at_arrival.clear()
         self.min_stamp = min_stamp
 
     def fresh(self, now: float, timeout: float) -> dict[str, np.ndarray] | None:
@@ -149,11 +248,38 @@ class ObservationInbox:
             return None
         return {k: self.latest[k][0] for k in self.keys}
 
-    def observation_time(self) -> float | None:
-        """When the newest observation was taken, on this process's monotonic clock (s): its header
-        stamp (ROS time) carried over by the difference of the two clocks now."""
-        newest = self.newest_stamp()
-        return None if newest is None else time.monotonic() - (time.time() - newest)
+    def why_not_fresh(self, now: float, timeout: float) -> str:
+        """Why `fresh(now, timeout)` is None: the keys never received, stale or dropped, with topics."""
+        reasons = []
+        for key in self.keys:
+            topic = self.topics[key]
+            if key in self.errors:
+                reasons.append(f"{key} on {topic}: messages dropped ({self.errors[key]})")
+            elif key not in self.latest:
+                reasons.append(f"{key} on {topic}: nothing received yet")
+            elif now - self.latest[key][1] > timeout:
+                reasons.append(f"{key} on {topic}: last one {now - self.latest[key][1]:.2f} s ago "
+                               f"(obs_timeout {timeout:g} s)")
+        return "; ".join(reasons) or "all observations are fresh"
+
+    def observation_time(self, max_age: float | None = None) -> tuple[float | None, float | None]:
+        """When the newest observation was taken, on this process's monotonic clock (s), and the clock
+        offset found (s) if its stamp could not be trusted, else None.
+
+        The header stamp (ROS time) is carried over to the monotonic clock by the difference of the two
+        clocks at its arrival. If the stamp says the message was older than `max_age` s when it arrived
+        (or from the future by more than that) although it arrived fresh, the sender's clock is off:
+        the arrival time is used instead and the offset returned, so actions are never timed by a
+        wrong clock.
+        """
+        stamped = [(v[2], k) for k, v in self.latest.items() if v[2] is not None]
+        if not stamped:
+            return None, None
+        _, key = max(stamped)
+        received, age = self.latest[key][1], self.age_at_arrival[key]
+        if max_age is not None and abs(age) > max_age:
+            return received, age
+        return received - age, None
 
     def newest_stamp(self) -> float | None:
         """The newest header stamp among the keys (ROS time, s); None if no stamped message arrived."""
@@ -253,6 +379,8 @@ def run(node_factory: Callable[[Transport], object], name: str, argv: list[str])
 
     `node_factory(transport)` builds the node, which has `rate_hz`, `step(now) -> bool`,
     `report() -> str` and `close()`.
+    A node whose parameters or files are invalid (a `ValueError`, `UserError`, `CheckpointError` or
+    `FileNotFoundError` while it is built) prints one line naming the problem and returns 2.
     """
     from robolearn.ros.transport import make_transport
 
@@ -260,7 +388,12 @@ def run(node_factory: Callable[[Transport], object], name: str, argv: list[str])
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = node_factory(transport)
+    try:
+        node = node_factory(transport)
+    except (ValueError, UserError, CheckpointError, FileNotFoundError) as exc:
+        print(f"[{name}] error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        transport.close()
+        return 2
     try:
         spin(node.step, transport, node.rate_hz, stop)
     finally:

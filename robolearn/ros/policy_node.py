@@ -11,7 +11,10 @@ executes; the next chunk is requested when `replan_margin` actions (plus the tic
 measured) are left, so the robot never waits for the network. When the new chunk arrives it
 replaces the old one; actions whose time has passed (more than half a period ago) are dropped,
 never sent late. Without fresh observations (older than `obs_timeout`), after an e-stop, or with
-no valid action, the node publishes nothing and the driver holds.
+no valid action, the node publishes nothing and the driver holds, and says why in a rate-limited
+log line while it happens (which topic is missing, stale or malformed). Observation stamps that are
+more than `obs_timeout` off this machine's clock although the messages arrive fresh mean the
+clocks disagree: actions are then timed from the arrival time instead, with a log line.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from robolearn.ros.msgs import (
 from robolearn.ros.node import (
     TOPIC_DEFAULTS,
     ObservationInbox,
+    RateLimitedLog,
     TimingStats,
+    check_timing,
     episode_reset_stamp,
     run,
     stamp,
@@ -158,13 +163,18 @@ class PolicyNode:
     def __init__(self, transport: Transport, params: dict, policy=None):
         if params["command_interface"] not in ("commands", "joint_trajectory"):
             raise ValueError(f"command_interface must be commands or joint_trajectory, got {params['command_interface']!r}")
+        check_timing(params, durations=("obs_timeout",))
+        if isinstance(params["replan_margin"], bool) or not isinstance(params["replan_margin"], int) \
+                or params["replan_margin"] < 0:
+            raise ValueError(f"replan_margin must be an integer >= 0 (actions), got {params['replan_margin']!r}")
         torch.set_num_threads(int(params["threads"]))
         self.p = params
         self.policy = policy if policy is not None else load_deployed_policy(params)
         self.rate_hz = float(params["control_hz"])
         self.period = 1.0 / self.rate_hz
         self.joint_names = list(params["joint_names"])
-        self.inbox = ObservationInbox(transport, self.policy.obs_keys, params, self.joint_names)
+        self.log = RateLimitedLog("policy_node")
+        self.inbox = ObservationInbox(transport, self.policy.obs_keys, params, self.joint_names, log=self.log)
         controller = params["controller"].strip("/")
         if params["command_interface"] == "commands":
             self.pub = transport.create_publisher(f"/{controller}/commands", Float64MultiArray, DEFAULT_QOS)
@@ -211,9 +221,11 @@ class PolicyNode:
         if self.stopped:
             self.stats.count("ticks_estopped")
             return True
-        obs = self.inbox.fresh(time.monotonic(), float(self.p["obs_timeout"]))
+        timeout = float(self.p["obs_timeout"])
+        obs = self.inbox.fresh(time.monotonic(), timeout)
         if obs is None:
             self.stats.count("ticks_without_fresh_observations")
+            self.log("no-obs", "sending nothing: " + self.inbox.why_not_fresh(time.monotonic(), timeout))
             return True
         if not self.history:
             self.history.extend([obs] * self.policy.n_obs_steps)
@@ -221,13 +233,22 @@ class PolicyNode:
             self.history.append(obs)
         action, dropped = self.schedule.pop_due(now)
         self.stats.count("stale_actions_dropped", dropped)
+        if dropped and action is None and not len(self.schedule):
+            self.log("stale", f"dropped {dropped} action(s) whose time had passed and had none left to send: "
+                              "inference is slower than the chunk lasts, or the observation times are wrong")
         if action is not None:
             self._publish(action, now)
         else:
             self.stats.count("ticks_without_action")
         if not self.worker.busy and len(self.schedule) <= int(self.p["replan_margin"]) + self.worker.latency_ticks(self.period) - 1:
             history = {k: np.stack([h[k] for h in self.history]) for k in self.policy.obs_keys}
-            taken = self.inbox.observation_time()  # the chunk's first action belongs to this instant
+            # the chunk's first action belongs to the instant the newest observation was taken
+            taken, offset = self.inbox.observation_time(max_age=timeout)
+            if offset is not None:
+                self.stats.count("untrusted_observation_stamps")
+                self.log("clock", f"observation stamps are {abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} "
+                                  f"this machine's clock although they arrive fresh (more than obs_timeout {timeout:g} s): "
+                                  "timing actions from their arrival instead; synchronize the clocks (chrony, PTP)")
             self.worker.submit(history, now if taken is None else min(taken, now), self.generation)
         return True
 

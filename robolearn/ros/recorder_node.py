@@ -22,7 +22,10 @@ from robolearn.ros.node import (
     OBSERVATION_TOPICS,
     TOPIC_DEFAULTS,
     ObservationInbox,
+    RateLimitedLog,
     TimingStats,
+    check_timing,
+    finite_values,
     reorder_by_name,
     run,
 )
@@ -42,10 +45,12 @@ class RecorderNode:
     def __init__(self, transport: Transport, params: dict):
         from robolearn.datasets import ReplayBuffer
 
+        check_timing(params, durations=("obs_timeout", "max_episode_seconds"))
         self.p = params
         self.rate_hz = float(params["control_hz"])
         self.joint_names = list(params["joint_names"])
-        self.inbox = ObservationInbox(transport, list(OBSERVATION_TOPICS), params, self.joint_names)
+        self.log = RateLimitedLog("recorder_node")
+        self.inbox = ObservationInbox(transport, list(OBSERVATION_TOPICS), params, self.joint_names, log=self.log)
         controller = params["controller"].strip("/")
         transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)
         transport.create_subscription(f"/{controller}/joint_trajectory", JointTrajectory, self._on_trajectory,
@@ -63,15 +68,17 @@ class RecorderNode:
         self.stats = TimingStats(1.0 / self.rate_hz)
 
     def _on_commands(self, msg: Float64MultiArray) -> None:
-        if len(msg.data) == len(self.joint_names):
-            self.action = np.asarray(msg.data, dtype=np.float32)
+        try:
+            self.action = finite_values(msg.data, "commands", len(self.joint_names)).astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            self.log("commands", f"ignored a commands message: {exc}")
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         if msg.points:
             try:
                 self.action = reorder_by_name(msg.joint_names, msg.points[0].positions, self.joint_names).astype(np.float32)
-            except (KeyError, ValueError) as exc:
-                print(f"[recorder_node] ignored a joint_trajectory: {exc}", file=sys.stderr)
+            except Exception as exc:  # noqa: BLE001 - no message may stop the node
+                self.log("joint_trajectory", f"ignored a joint_trajectory: {str(exc).strip(chr(39))}")
 
     def _on_trigger(self, msg: String) -> None:
         word = msg.data.split()[0] if msg.data.split() else ""

@@ -16,7 +16,9 @@ from robolearn.ros.msgs import Float64MultiArray, String
 from robolearn.ros.node import (
     TOPIC_DEFAULTS,
     ObservationInbox,
+    RateLimitedLog,
     TimingStats,
+    check_timing,
     episode_reset_stamp,
     run,
 )
@@ -38,6 +40,7 @@ class TeleopNode:
         from robolearn.hardware.factory import make_device
         from robolearn.hardware.teleop import CartesianMapper
 
+        check_timing(params, durations=("obs_timeout",))
         self.p = params
         self.rate_hz = float(params["control_hz"])
         self.device = (device or make_device(params["device"], rate_hz=self.rate_hz, leader=params["leader"] or None,
@@ -45,7 +48,7 @@ class TeleopNode:
                                              seed=int(params["seed"]),
                                              leader_calibration=params["leader_calibration"] or None)).connect()
         keys = ["joint_pos", "joint_vel"] + (list(SCENE_KEYS) if params["device"] == "expert" else [])
-        self.inbox = ObservationInbox(transport, keys, params, params["joint_names"])
+        self.inbox = ObservationInbox(transport, keys, params, params["joint_names"], log=RateLimitedLog("teleop_node"))
         self.mapper = CartesianMapper()
         self.mapper_ready = False
         controller = params["controller"].strip("/")

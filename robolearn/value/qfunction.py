@@ -18,11 +18,18 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
-from robolearn.policies.checkpoint import CheckpointError, contiguous_cpu
+from robolearn.policies.checkpoint import (
+    CheckpointError,
+    build_checked,
+    config_section,
+    contiguous_cpu,
+    load_normalizer,
+    read_config_yaml,
+)
 from robolearn.policies.config import SerializableConfig
 from robolearn.policies.diffusion import encode_obs_history
 
@@ -201,15 +208,23 @@ def load_q_function(folder: str | os.PathLike, device: str | torch.device = "cpu
     missing = [f for f in ("config.yaml", "normalizer.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
         raise CheckpointError(f"Q-function checkpoint {folder} is missing {missing}")
-    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config = read_config_yaml(folder)
     if config.get("value_class") != "QFunction":
         raise CheckpointError(f"{folder} is not a Q-function checkpoint (value_class "
                               f"{config.get('value_class')!r}; policy checkpoints go to checkpoint=, not value=)")
-    q = QFunction(QFunctionConfig.from_dict(config["q_function"]), LinearNormalizer.load(folder / "normalizer.json"))
+    q_config = config_section(QFunctionConfig, config, "q_function", folder)
     try:
-        q.critics.load_state_dict(load_file(folder / "model.safetensors"))
+        dims = {**dict(zip(q_config.obs_keys, q_config.obs_dims, strict=True)), "action": int(q_config.action_dim)}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml `q_function` obs_keys/obs_dims/action_dim are "
+                              f"inconsistent ({exc})") from None
+    normalizer = load_normalizer(folder, dims)
+
+    def weights(q) -> dict:
+        out = {folder / "model.safetensors": q.critics}
         if q.value is not None and (folder / "value.safetensors").is_file():
-            q.value.load_state_dict(load_file(folder / "value.safetensors"))
-    except RuntimeError as exc:
-        raise CheckpointError(f"Q-function checkpoint {folder}: weights do not match config.yaml ({exc})") from exc
+            out[folder / "value.safetensors"] = q.value
+        return out
+
+    q = build_checked(folder, lambda: QFunction(q_config, normalizer), weights)
     return q.to(device).eval()
