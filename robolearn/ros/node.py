@@ -231,8 +231,10 @@ class ObservationInbox:
         if key == "cube_pos":
             return finite_values([p.x, p.y, p.z], "cube position")
         quat = finite_values([q.w, q.x, q.y, q.z], "cube orientation")
-        if not 0.5 < np.linalg.norm(quat) < 1.5:
-            raise ValueError(f"cube orientation is not a unit quaternion (norm {np.linalg.norm(quat):.3g})")
+        with np.errstate(over="ignore"):
+            norm = float(np.linalg.norm(quat))
+        if not 0.5 < norm < 1.5:
+            raise ValueError(f"cube orientation is not a unit quaternion (norm {norm:.3g})")
         return quat
 
     def reset(self, min_stamp: float) -> None:
