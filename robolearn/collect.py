@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import robolearn.sim  # noqa: F401  (registers robolearn/Lift-v0)
+from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import DatasetError, ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.sim import LiftExpert
@@ -132,8 +133,18 @@ def _collect_into(buffer: ReplayBuffer, output: Path, env_id: str, env_kwargs: d
     return output
 
 
+#: types and ranges of the values `robolearn collect` takes (configs/collect.yaml)
+COLLECT_RULES = {"n_episodes": Int(min=1), "seed": Int(), "action_noise": Float(min=0), "failure_rate": Float(min=0, max=1),
+                 "max_retries": Int(min=0), "image_obs": Bool(), "overwrite": Bool()}
+
+
 def collect(cfg: DictConfig) -> Path:
-    """Hydra task `robolearn collect` (see `collect_dataset` and configs/collect.yaml)."""
+    """Hydra task `robolearn collect` (see `collect_dataset` and configs/collect.yaml).
+
+    Raises:
+        UserError: a value of the wrong type or range (`COLLECT_RULES`), or as `collect_dataset`.
+    """
+    check_config(cfg, COLLECT_RULES)
     return collect_dataset(cfg.output, cfg.task.env_id, OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
                            n_episodes=int(cfg.n_episodes), seed=int(cfg.seed), action_noise=float(cfg.action_noise),
                            failure_rate=float(cfg.failure_rate), max_retries=int(cfg.max_retries),

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import robolearn.sim  # noqa: F401  (registers the envs)
+from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.errors import UserError
 from robolearn.policies.checkpoint import CheckpointError, load_policy
 from robolearn.policies.runner import PolicyRunner
@@ -124,8 +125,19 @@ def with_reranking(policy, value_checkpoint: str, rerank: DictConfig, device: st
         raise UserError(f"value={value_checkpoint}: {exc}") from exc
 
 
+#: types and ranges of the values `robolearn eval` takes (configs/eval.yaml)
+EVAL_RULES = {"n_episodes": Int(min=1), "seed": Int(), "n_video": Int(min=0), "use_ema": Bool(),
+              "rerank.k": Int(min=1, max=4096), "rerank.temperature": Float(min=0),
+              "num_inference_steps": Int(min=1, max=100000, optional=True), "threads": Int(min=1, optional=True)}
+
+
 def run_eval(cfg: DictConfig) -> dict:
-    """Hydra task `robolearn eval checkpoint=...`: evaluate a checkpoint on fixed seeds."""
+    """Hydra task `robolearn eval checkpoint=...`: evaluate a checkpoint on fixed seeds.
+
+    Raises:
+        UserError: no checkpoint, a damaged checkpoint, or a value of the wrong type or range (`EVAL_RULES`).
+    """
+    check_config(cfg, EVAL_RULES)
     if cfg.checkpoint is None:
         raise UserError("give a checkpoint folder: robolearn eval checkpoint=runs/.../checkpoints/latest")
     try:

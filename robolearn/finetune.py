@@ -24,10 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import SequenceDataset
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
+from robolearn.lock import WriterLock
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianChunkPolicy, GaussianPolicyConfig
 from robolearn.policies.checkpoint import (CheckpointError, CheckpointManager, load_policy, numpy_rng_state,
                                            optimizer_from_safetensors, optimizer_to_safetensors, restore_numpy_rng,
@@ -207,8 +209,44 @@ def pretrain_gaussian(cfg: DictConfig, device: torch.device) -> GaussianChunkPol
     return policy
 
 
+#: types and ranges of the values `robolearn finetune` takes (configs/finetune.yaml, configs/policy/{dppo,gaussian}.yaml)
+FINETUNE_RULES = {
+    "seed": Int(), "threads": Int(min=1, optional=True), "checkpoint_every": Int(min=1),
+    "ppo.iterations": Int(min=1), "ppo.n_envs": Int(min=1, max=4096), "ppo.n_steps": Int(min=1),
+    "ppo.gamma": Float(min=0, max=1), "ppo.lam": Float(min=0, max=1), "ppo.reward_scaling": Bool(),
+    "ppo.actor_lr": Float(min=0, min_open=True), "ppo.actor_lr_min": Float(min=0, optional=True),
+    "ppo.critic_lr": Float(min=0, min_open=True), "ppo.critic_warmup_iters": Int(min=0),
+    "ppo.update_epochs": Int(min=1), "ppo.minibatch_size": Int(min=1), "ppo.norm_adv": Bool(),
+    "ppo.vf_coef": Float(min=0), "ppo.max_grad_norm": Float(min=0, min_open=True),
+    "ppo.target_kl": Float(min=0, min_open=True, optional=True), "ema.power": Float(min=0, min_open=True),
+    "ema.max_decay": Float(min=0, max=1), "eval.every": Int(min=1), "eval.n_episodes": Int(min=0),
+    "eval.final_n_episodes": Int(min=0), "eval.n_video": Int(min=0), "eval.seed": Int(), "eval.selection_seed": Int(),
+    "policy.ft_denoising_steps": Int(min=1, optional=True), "policy.min_sampling_denoising_std": Float(min=0),
+    "policy.min_logprob_denoising_std": Float(min=0, min_open=True), "policy.randn_clip": Float(min=0, min_open=True),
+    "policy.eta": Float(min=0, max=1), "policy.gamma_denoising": Float(min=0, max=1),
+    "policy.clip_base": Float(min=0, min_open=True), "policy.clip_final": Float(min=0, min_open=True),
+    "policy.clip_rate": Float(min=0), "policy.bc_coef": Float(min=0), "policy.n_obs_steps": Int(min=1),
+    "policy.n_action_steps": Int(min=1), "policy.init_std": Float(min=0, min_open=True),
+    "policy.min_std": Float(min=0, min_open=True), "policy.max_std": Float(min=0, min_open=True),
+    "policy.clip": Float(min=0, min_open=True), "policy.minibatch_size": Int(min=1), "policy.bc_steps": Int(min=0),
+    "policy.bc_lr": Float(min=0, min_open=True), "policy.bc_batch_size": Int(min=1),
+    "policy.bc_max_episodes": Int(min=1, optional=True), "policy.bc_val_ratio": Float(min=0, max=0.9),
+}
+
+
 def finetune(cfg: DictConfig) -> dict:
-    """Hydra task `robolearn finetune` (configs/finetune.yaml)."""
+    """Hydra task `robolearn finetune` (configs/finetune.yaml); the run folder is locked while it runs.
+
+    Raises:
+        UserError: a config value of the wrong type or range (`FINETUNE_RULES`), or see below.
+        LockError: another process is writing the run folder.
+    """
+    check_config(cfg, FINETUNE_RULES)
+    with WriterLock(Path(cfg.run_dir), "run folder"):
+        return _finetune(cfg)
+
+
+def _finetune(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

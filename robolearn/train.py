@@ -19,6 +19,7 @@ from tqdm import tqdm
 from robolearn.collect import collect_dataset
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer, SequenceDataset
+from robolearn.datasets.dataset import describe_fingerprint
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
@@ -297,11 +298,11 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
         same = old == new
     if not same:
         if not allow_dataset_change:
-            raise UserError(f"{folder} was trained on a different dataset ({_describe_fingerprint(old)}) than "
-                            f"{saved_config['dataset']} is now ({_describe_fingerprint(new)}); pass another "
+            raise UserError(f"{folder} was trained on a different dataset ({describe_fingerprint(old)}) than "
+                            f"{saved_config['dataset']} is now ({describe_fingerprint(new)}); pass another "
                             "run_name= to start a new run, or allow_dataset_change=true to continue on the new data")
-        print(f"note: the dataset changed since {folder} ({_describe_fingerprint(old)} -> "
-              f"{_describe_fingerprint(new)}): continuing with the run's normalizer and a new batch order")
+        print(f"note: the dataset changed since {folder} ({describe_fingerprint(old)} -> "
+              f"{describe_fingerprint(new)}): continuing with the run's normalizer and a new batch order")
     try:
         check_dataset_matches(DiffusionPolicyConfig.from_dict(saved["policy"]), data)
     except ValueError as exc:
@@ -319,9 +320,3 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
     ema.step = int(meta["ema_step"])
     best = meta["best_success"]
     return int(meta["step"]), (-1.0 if best is None or math.isnan(best) else float(best))
-
-
-def _describe_fingerprint(fingerprint: dict | None) -> str:
-    if not fingerprint:
-        return "unknown content"
-    return f"{fingerprint['episodes']} episodes, {fingerprint['steps']} steps, sha256 {fingerprint['sha256'][:12]}"

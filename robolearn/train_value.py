@@ -18,9 +18,13 @@ from safetensors.torch import load_file
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from robolearn.config_checks import Bool, Float, Int, check_config
+from robolearn.datasets import LinearNormalizer
+from robolearn.datasets.dataset import describe_fingerprint
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
+from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import (
     CheckpointManager,
     optimizer_from_safetensors,
@@ -36,8 +40,34 @@ from robolearn.value import (
 )
 
 
+#: types and ranges of the values `robolearn train-value` takes (configs/train_value.yaml)
+TRAIN_VALUE_RULES = {
+    "seed": Int(), "threads": Int(min=1, optional=True), "resume": Bool(), "n_obs_steps": Int(min=1),
+    "n_action_steps": Int(min=1), "gamma": Float(min=0, max=1), "reward.num_final_steps": Int(min=0),
+    "network.n_critics": Int(min=1, max=64), "network.layer_norm": Bool(), "training.steps": Int(min=1),
+    "training.batch_size": Int(min=1), "training.lr": Float(min=0, min_open=True), "training.tau": Float(min=0, max=1),
+    "training.log_every": Int(min=1), "training.checkpoint_every": Int(min=1), "cal_ql.cql_alpha": Float(min=0),
+    "cal_ql.n_random": Int(min=0), "cal_ql.n_perturbed": Int(min=0), "cal_ql.perturb_std": Float(min=0),
+    "cal_ql.calibrate": Bool(), "iql.expectile": Float(min=0, max=1, min_open=True),
+}
+
+
 def train_value(cfg: DictConfig) -> dict:
-    """Hydra task `robolearn train-value` (configs/train_value.yaml). Returns the final statistics."""
+    """Hydra task `robolearn train-value` (configs/train_value.yaml). Returns the final statistics.
+
+    The run folder is locked while it runs.
+
+    Raises:
+        UserError: a config value of the wrong type or range (`TRAIN_VALUE_RULES`), an unknown algorithm or
+            reward convention, a changed dataset or config on resume.
+        LockError: another process is writing the run folder.
+    """
+    check_config(cfg, TRAIN_VALUE_RULES)
+    with WriterLock(Path(cfg.run_dir), "run folder"):
+        return _train_value(cfg)
+
+
+def _train_value(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -47,10 +77,16 @@ def train_value(cfg: DictConfig) -> dict:
         raise UserError(f"algorithm must be cal_ql or iql, got {cfg.algorithm!r}")
     dataset = Path(cfg.dataset)
     tc = cfg.training
+    run_dir = Path(cfg.run_dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints")
+    if checkpoints.latest is not None and not cfg.resume:
+        raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
+    # a resumed run keeps the normalizer it was trained with; only a new run fits one
+    normalizer = LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest else None
     data = ChunkTransitions(dataset, list(cfg.task.obs_keys), int(cfg.n_obs_steps), int(cfg.n_action_steps),
                             gamma=float(cfg.gamma), reward_convention=cfg.reward.convention,
                             num_final_steps=int(cfg.reward.num_final_steps),
-                            failed_episodes=list(cfg.reward.failed_episodes or []))
+                            failed_episodes=list(cfg.reward.failed_episodes or []), normalizer=normalizer)
     torch.manual_seed(cfg.seed)
     q_config = QFunctionConfig(obs_keys=list(cfg.task.obs_keys), obs_dims=data.obs_dims, action_dim=data.action_dim,
                                n_obs_steps=int(cfg.n_obs_steps), n_action_steps=int(cfg.n_action_steps),
@@ -61,17 +97,13 @@ def train_value(cfg: DictConfig) -> dict:
                                  **OmegaConf.to_container(cfg.cal_ql), expectile=float(cfg.iql.expectile))
     learner = OfflineQLearner(q, learner_cfg)
     learner.target.to(device)
-    run_dir = Path(cfg.run_dir)
-    checkpoints = CheckpointManager(run_dir / "checkpoints")
-    saved_config = {"dataset": str(dataset), "q_function": q_config.to_dict(),
+    saved_config = {"dataset": str(dataset), "dataset_fingerprint": data.fingerprint, "q_function": q_config.to_dict(),
                     "learner": OmegaConf.to_container(cfg, resolve=True)}
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     sampler = torch.Generator().manual_seed(int(cfg.seed) + 1)
 
     step = 0
     if checkpoints.latest is not None:
-        if not cfg.resume:
-            raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
         step = resume(checkpoints.latest, saved_config, q, learner, generator, sampler)
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
@@ -133,12 +165,23 @@ def dataset_q_summary(q: QFunction, data: ChunkTransitions, device: torch.device
 
 def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLearner, generator: torch.Generator,
            sampler: torch.Generator) -> int:
-    """Restore weights, target, optimizer and RNG states from a checkpoint folder; returns its step."""
+    """Restore weights, target, optimizer and RNG states from a checkpoint folder; returns its step.
+
+    Raises:
+        UserError: the run was trained with another Q-function config, or on a dataset whose content
+            differs (compared by `dataset_fingerprint`, not by path).
+    """
     previous = yaml.safe_load((folder / "config.yaml").read_text()).get("train", {})
-    for key in ("dataset", "q_function"):
-        if previous.get(key) != saved_config[key]:
-            raise UserError(f"{folder} was trained with {key}={previous.get(key)}, this run has "
-                            f"{key}={saved_config[key]}; pass another run_name= to start a new run")
+    if previous.get("q_function") != saved_config["q_function"]:
+        raise UserError(f"{folder} was trained with q_function={previous.get('q_function')}, this run has "
+                        f"q_function={saved_config['q_function']}; pass another run_name= to start a new run")
+    old = previous.get("dataset_fingerprint")
+    same = (old == saved_config["dataset_fingerprint"] if old is not None  # runs from before fingerprints: same file
+            else Path(str(previous.get("dataset"))).resolve() == Path(saved_config["dataset"]).resolve())
+    if not same:
+        raise UserError(f"{folder} was trained on a different dataset than {saved_config['dataset']} is now "
+                        f"({describe_fingerprint(old)} -> {describe_fingerprint(saved_config['dataset_fingerprint'])}); "
+                        "pass another run_name= to start a new run")
     q.critics.load_state_dict(load_file(folder / "model.safetensors"))
     learner.target.load_state_dict(load_file(folder / "target.safetensors"))
     if q.value is not None:

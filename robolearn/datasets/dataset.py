@@ -13,6 +13,24 @@ from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.datasets.sampler import SequenceSampler, episode_split
 
 
+def data_fingerprint(data: dict[str, np.ndarray], episode_ends: np.ndarray) -> dict:
+    """What identifies loaded training data, by content: {"episodes", "steps", "sha256"} where the hash
+    covers `episode_ends` and every key (name and values). The same data under another path has the same
+    fingerprint; any added, removed or changed step changes it."""
+    digest = hashlib.sha256(np.ascontiguousarray(episode_ends, dtype=np.int64).tobytes())
+    for key in sorted(data):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(data[key]).tobytes())
+    return {"episodes": int(len(episode_ends)), "steps": int(episode_ends[-1]), "sha256": digest.hexdigest()}
+
+
+def describe_fingerprint(fingerprint: dict | None) -> str:
+    """A `data_fingerprint` in a few words, for messages."""
+    if not fingerprint:
+        return "unknown content"
+    return f"{fingerprint['episodes']} episodes, {fingerprint['steps']} steps, sha256 {fingerprint['sha256'][:12]}"
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """Windows of (observation history, action horizon) for training a chunked policy.
 
@@ -85,15 +103,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         return self.data[self.action_key].shape[1]
 
     def fingerprint(self) -> dict:
-        """What identifies the training data, by content: {"episodes", "steps", "sha256"} where the hash
-        covers `episode_ends` and every loaded key (name and float32 values). The same data under another
-        path has the same fingerprint; any added, removed or changed step changes it."""
-        digest = hashlib.sha256(np.ascontiguousarray(self.episode_ends, dtype=np.int64).tobytes())
-        for key in sorted(self.data):
-            digest.update(key.encode())
-            digest.update(np.ascontiguousarray(self.data[key]).tobytes())
-        return {"episodes": int(len(self.episode_ends)), "steps": int(self.episode_ends[-1]),
-                "sha256": digest.hexdigest()}
+        """The training data's `data_fingerprint`."""
+        return data_fingerprint(self.data, self.episode_ends)
 
     def validation(self) -> SequenceDataset:
         """The validation windows over the same in-memory data (no reload)."""

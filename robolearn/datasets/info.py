@@ -41,10 +41,24 @@ def _fmt(values: np.ndarray, limit: int = 8) -> str:
 
 
 def dataset_info(cfg: DictConfig) -> None:
-    """Hydra task: print episodes, steps, keys (per-step shape, dtype) and statistics."""
+    """Hydra task: print episodes, steps, keys (per-step shape, dtype) and statistics.
+
+    The whole dataset is verified first (`ReplayBuffer.verify`): statistics of a damaged dataset are
+    never shown as if it were fine.
+
+    Raises:
+        UserError: no path given.
+        DatasetError: the dataset is damaged (each problem is printed first).
+    """
     if cfg.path is None:
         raise UserError("give the dataset path: robolearn dataset info PATH")
     buffer = ReplayBuffer.open(cfg.path)
+    report = buffer.verify()
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if not report.ok:
+        buffer.close()
+        raise DatasetError(f"{cfg.path}: {len(report.problems)} problem(s) found; do not train on it")
     console = Console(width=int(cfg.width))
     lengths = buffer.episode_lengths
     fmt = f"zarr format {buffer.root.metadata.zarr_format}"
@@ -67,6 +81,8 @@ def dataset_info(cfg: DictConfig) -> None:
     console.print(table)
     if buffer.attrs:
         console.print(f"attributes: {buffer.attrs}")
+    console.print(f"integrity: verified, {report.n_checksummed}/{report.n_episodes} episodes against their checksums"
+                  + "".join(f"; {note}" for note in report.notes))
     buffer.close()
 
 

@@ -51,7 +51,7 @@ class GaussianChunkPolicy(nn.Module):
             d = h
         layers.append(nn.Linear(d, config.n_action_steps * config.action_dim))
         self.mean_net = nn.Sequential(*layers)
-        self.log_std = nn.Parameter(torch.full((config.action_dim,), float(torch.log(torch.tensor(config.init_std)))))
+        self.log_std = nn.Parameter(torch.full((config.action_dim,), float(config.init_std)).log())  # float32 log
 
     obs_keys = property(lambda self: self.config.obs_keys)
     n_obs_steps = property(lambda self: self.config.n_obs_steps)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robolearn.datasets.dataset import data_fingerprint
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.datasets.rewards import episode_success, label_rewards
@@ -93,6 +94,7 @@ class ChunkTransitions:
         data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in data.items()}
         ends = buffer.episode_ends
         self.episode_ends = ends
+        self.fingerprint = data_fingerprint(data, ends)  # identifies the data by content (resume checks it)
         self.success = episode_success(buffer, failed_episodes)
         reward, terminal = label_rewards(ends, self.success, reward_convention, data.get("reward"), num_final_steps)
         self.normalizer = normalizer or LinearNormalizer.fit({k: data[k] for k in [*self.obs_keys, "action"]})

@@ -192,6 +192,8 @@ def test_deleted_chunk_is_an_error_never_zeros(tmp_path):
     assert not report.ok and len(report.problems) == 1
     proc = run_cli("dataset", "verify", str(path))
     assert proc.returncode == 2 and "problem:" in proc.stdout and "1 problem(s) found" in proc.stderr
+    proc = run_cli("dataset", "info", str(path))  # no statistics of a damaged dataset
+    assert proc.returncode == 2 and "is missing" in proc.stdout and "episodes:" not in proc.stdout
 
 
 def test_overwritten_chunk_bytes_are_an_error(tmp_path):
@@ -214,6 +216,8 @@ def test_clean_dataset_verifies(tmp_path):
     assert report.ok and report.n_checksummed == 3 and not report.notes
     proc = run_cli("dataset", "verify", str(path))
     assert proc.returncode == 0 and "OK, 3 episodes, 3 verified" in proc.stdout
+    proc = run_cli("dataset", "info", str(path))
+    assert proc.returncode == 0 and "integrity: verified, 3/3 episodes" in proc.stdout
 
 
 def test_episode_ends_validated(tmp_path):

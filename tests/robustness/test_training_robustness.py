@@ -42,6 +42,26 @@ def test_bad_training_values_are_one_line_errors(tmp_path, override, expected):
     assert not (tmp_path / "none.zarr").exists()  # refused before anything was collected
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["collect", "n_episodes=abc"], "n_episodes='abc': expected an integer >= 1"),
+    (["collect", "failure_rate=1.5"], "failure_rate=1.5: expected a finite number in [0, 1]"),
+    (["eval", "checkpoint=x", "n_episodes=0"], "n_episodes=0: expected an integer >= 1"),
+    (["finetune", "checkpoint=x", "ppo.iterations=-1"], "ppo.iterations=-1: expected an integer >= 1"),
+    (["finetune", "checkpoint=x", "ppo.gamma=nan"], "ppo.gamma=nan: expected a finite number in [0, 1]"),
+    (["train-value", "training.steps=1e3"], "training.steps=1000.0: expected an integer >= 1"),
+])
+def test_bad_values_of_other_apps_are_one_line_errors(tmp_path, args, expected):
+    assert expected in one_line_error(robolearn(*args, cwd=tmp_path))
+
+
+def test_run_folder_is_locked_while_training(tmp_path):
+    from robolearn.lock import WriterLock
+
+    with WriterLock(tmp_path / "run", "run folder"):
+        line = one_line_error(robolearn("train", "dataset=none.zarr", "run_dir=run", *TINY, cwd=tmp_path))
+    assert "run folder run is being written by another process" in line
+
+
 def test_data_that_does_not_fit_the_task_is_refused_before_training(tmp_path):
     rng = np.random.default_rng(0)
     with ReplayBuffer.create(tmp_path / "other.zarr") as rb:
