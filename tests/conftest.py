@@ -4,6 +4,16 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Code under test may set torch's thread count for its process (PolicyNode does); in-process tests must not
+    leak it to later tests (a different thread count changes float results in the last bits)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

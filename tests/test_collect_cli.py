@@ -70,9 +70,9 @@ def test_collect_with_recoveries(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["dataset", "info", "missing.zarr"], "replay buffer not found: missing.zarr"),
-    (["collect", "n_episodes=0"], "n_episodes must be >= 1"),
-    (["collect", "n_episodes=1", "action_noise=-1"], "action_noise must be >= 0"),
-    (["collect", "n_episodes=1", "max_retries=-1"], "max_retries must be >= 0"),
+    (["collect", "n_episodes=0"], "n_episodes=0: expected an integer >= 1"),
+    (["collect", "n_episodes=1", "action_noise=-1"], "action_noise=-1: expected a finite number >= 0"),
+    (["collect", "n_episodes=1", "max_retries=-1"], "max_retries=-1: expected an integer >= 0"),
     (["frobnicate"], "unknown command"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, args, message):

@@ -37,15 +37,6 @@ from robolearn.sim.lift import HOME_QPOS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """PolicyNode sets torch's thread count for its process; in-process tests must not leak it to later tests
-    (a different thread count changes float results in the last bits)."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def ros_env():
     """A private DDS domain on loopback for this test (tests may run next to each other)."""
     domain = 1 + (os.getpid() * 7 + time.monotonic_ns() // 1000) % 200
