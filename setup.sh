@@ -35,3 +35,27 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 echo "setup: robolearn is installed in .venv (run .venv/bin/robolearn --help)"
+
+# 5. Real ROS 2 client libraries from PyPI (rclpy + Fast DDS), Kilted and Jazzy, each in a venv of its own so that
+#    .venv keeps choosing its transport as a user's would. They see .venv's packages (robolearn, torch, mujoco)
+#    through a .pth file, so robolearn's nodes can also run there on the rclpy transport. Used by the cross-vendor
+#    tests (tests/ros2_real). ROBOLEARN_ROS2=0 skips this step.
+if [ "${ROBOLEARN_ROS2:-1}" != "0" ]; then
+  main_site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  for distro in kilted jazzy; do
+    venv=".venv-ros/$distro"
+    [ "$distro" = kilted ] && prefix="ros-" || prefix="ros-jazzy-"
+    want="${prefix}rclpy[fastrtps] ${prefix}std-msgs ${prefix}sensor-msgs ${prefix}geometry-msgs ${prefix}trajectory-msgs ${prefix}rcl-interfaces"
+    [ "$distro" = kilted ] && want="$want ros-rmw-fastrtps-cpp"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
+      echo "setup: installing ROS 2 $distro client libraries into $venv"
+      [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+      # shellcheck disable=SC2086
+      "$venv/bin/python" -m pip --disable-pip-version-check -q install $want
+      site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+      echo "import site; site.addsitedir('$main_site')" > "$site/robolearn-main-venv.pth"
+      echo "$want" > "$venv/.installed"
+    fi
+  done
+  echo "setup: ROS 2 Kilted and Jazzy rclpy in .venv-ros/ (for tests/ros2_real)"
+fi

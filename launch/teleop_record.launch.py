@@ -5,18 +5,26 @@
 
 The defaults (config/teleop_record.yaml) record the scripted expert on the simulated arm, episodes
 started and ended by the simulated driver. Without ROS 2: `robolearn deploy graph=teleop_record`.
+
+Launch arguments override the parameter file in each node's own section of one generated file, so
+they win under ROS 2's rules.
 """
 
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from robolearn.ros.params import launch_nodes
+
+NODES = [("robot_driver_node", "robot_driver"), ("teleop_node", "teleop_node"), ("recorder_node", "recorder_node")]
+#: node -> {parameter: the launch argument that sets it}
+OVERRIDES = {"robot_driver": {"robot": "robot", "control_hz": "control_hz"},
+             "teleop_node": {"device": "device", "control_hz": "control_hz"},
+             "recorder_node": {"output": "output", "trigger_topic": "trigger_topic", "control_hz": "control_hz"}}
 
 
 def generate_launch_description():
-    params = LaunchConfiguration("params_file")
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution(
             [FindPackageShare("robolearn"), "config", "teleop_record.yaml"]), description="node parameters (YAML)"),
@@ -27,14 +35,6 @@ def generate_launch_description():
         DeclareLaunchArgument("trigger_topic", default_value="/robolearn/episode",
                               description="episode start/stop topic the recorder follows"),
         DeclareLaunchArgument("control_hz", default_value="20.0", description="control rate, Hz"),
-        Node(package="robolearn", executable="robot_driver_node", name="robot_driver", output="screen",
-             parameters=[params, {"robot": LaunchConfiguration("robot"),
-                                  "control_hz": LaunchConfiguration("control_hz")}]),
-        Node(package="robolearn", executable="teleop_node", name="teleop_node", output="screen",
-             parameters=[params, {"device": LaunchConfiguration("device"),
-                                  "control_hz": LaunchConfiguration("control_hz")}]),
-        Node(package="robolearn", executable="recorder_node", name="recorder_node", output="screen",
-             parameters=[params, {"output": LaunchConfiguration("output"),
-                                  "trigger_topic": LaunchConfiguration("trigger_topic"),
-                                  "control_hz": LaunchConfiguration("control_hz")}]),
+        OpaqueFunction(function=launch_nodes, kwargs={"params_file": "params_file", "nodes": NODES,
+                                                      "overrides": OVERRIDES}),
     ])

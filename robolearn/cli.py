@@ -59,19 +59,27 @@ Examples:
 
 def config_dir() -> Path:
     """The hydra config folder: inside the installed wheel, else the source checkout's `configs/`,
-    else (a colcon build in a ROS 2 workspace) the package's share folder."""
+    else (a colcon build in a ROS 2 workspace) the package's share folder from the ament index.
+
+    The ament index is asked only when neither local folder exists, and an index that cannot answer
+    (`ament_index_python` installed with `AMENT_PREFIX_PATH` unset raises OSError) is skipped.
+
+    Raises:
+        FileNotFoundError: no config folder anywhere.
+    """
     package = Path(robolearn.__file__).resolve().parent
-    candidates = [package / "configs", package.parent / "configs"]
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "collect.yaml").is_file():
+            return candidate
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory("robolearn")) / "configs")
-    except (ImportError, LookupError):
-        pass
-    for candidate in candidates:
+        candidate = Path(get_package_share_directory("robolearn")) / "configs"
         if (candidate / "collect.yaml").is_file():
             return candidate
-    raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package}")
+    except (ImportError, LookupError, OSError, ValueError):
+        pass
+    raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package} or in the ament index")
 
 
 #: Errors that describe bad input (a path, a dataset, a checkpoint, an option, a dataset another

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.errors import UserError
+from robolearn.ros.params import write_parameters_file
 
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
 GRAPHS = {
@@ -39,33 +39,28 @@ def ros_params_dir() -> Path:
     return config_dir() / "ros"
 
 
-def node_commands(graph: str, params_file: Path, overrides: dict[str, dict]) -> list[tuple[str, list[str]]]:
-    """[(node name, argv)] to start `graph`'s nodes with `python -m robolearn.ros`.
+def node_commands(graph: str, params_file: Path) -> list[tuple[str, list[str]]]:
+    """[(node name, argv)] to start `graph`'s nodes with `python -m robolearn.ros` on `params_file`.
 
     Raises:
-        UserError: an unknown graph, or overrides for a node the graph does not have.
+        UserError: an unknown graph.
     """
     if graph not in GRAPHS:
         raise UserError(f"graph must be one of {sorted(GRAPHS)}, got {graph!r}")
-    nodes = GRAPHS[graph][1]
-    unknown = set(overrides) - {name for name, _ in nodes}
+    return [(name, [sys.executable, "-m", "robolearn.ros", executable, "--ros-args", "-r", f"__node:={name}",
+                    "--params-file", str(params_file)]) for name, executable in GRAPHS[graph][1]]
+
+
+def check_overrides(graph: str, overrides: dict[str, dict]) -> None:
+    """Refuse overrides for a node `graph` does not have.
+
+    Raises:
+        UserError: the unknown node names and the graph's nodes.
+    """
+    nodes = [name for name, _ in GRAPHS[graph][1]]
+    unknown = set(overrides) - set(nodes)
     if unknown:
-        raise UserError(f"params for {sorted(unknown)}: graph {graph} has nodes {[n for n, _ in nodes]}")
-    commands = []
-    for name, executable in nodes:
-        argv = [sys.executable, "-m", "robolearn.ros", executable, "--ros-args", "-r", f"__node:={name}",
-                "--params-file", str(params_file)]
-        for key, value in (overrides.get(name) or {}).items():
-            argv += ["-p", f"{key}:={_param_text(value)}"]
-        commands.append((name, argv))
-    return commands
-
-
-def _param_text(value) -> str:
-    """A value as the YAML text of a `-p name:=value` argument."""
-    if value == "":
-        return "''"
-    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        raise UserError(f"params for {sorted(unknown)}: graph {graph} has nodes {nodes}")
 
 
 def deploy(cfg: DictConfig) -> int:
@@ -96,7 +91,17 @@ def deploy(cfg: DictConfig) -> int:
         env["ROS_DOMAIN_ID"] = str(cfg.ros_domain_id)
     if cfg.localhost_only:
         env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    commands = node_commands(graph, params_file, overrides)
+    check_overrides(graph, overrides)
+    # the overrides go into each node's own section of one generated file: they win under ROS 2's rules
+    merged = write_parameters_file(params_file, overrides)
+    try:
+        return _run_graph(cfg, graph, node_commands(graph, merged), params_file, env)
+    finally:
+        merged.unlink(missing_ok=True)
+
+
+def _run_graph(cfg: DictConfig, graph: str, commands: list[tuple[str, list[str]]], params_file: Path,
+               env: dict) -> int:
     print(f"robolearn deploy {graph}: {', '.join(n for n, _ in commands)} with {params_file} "
           f"(ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')})", flush=True)
     procs = [(name, subprocess.Popen(argv, env=env)) for name, argv in commands]

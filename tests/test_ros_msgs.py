@@ -90,9 +90,12 @@ def test_every_message_type_is_covered_and_named_as_ros2_does():
 
 
 def test_discovery_configuration_follows_ros_environment():
-    assert discovery_config({}) is None
+    default = discovery_config({})  # Cyclone's own discovery, with Fast DDS type information ignored
+    assert "<Peers>" not in default and "<NetworkInterface" not in default
+    assert "<IgnoreTypeInformation>1.15</IgnoreTypeInformation>" in default
     for env in ({"ROS_LOCALHOST_ONLY": "1"}, {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
         xml = discovery_config(env)
+        assert "<IgnoreTypeInformation>1.15</IgnoreTypeInformation>" in xml
         assert '<NetworkInterface address="127.0.0.1"/>' in xml and "<AllowMulticast>false</AllowMulticast>" in xml
         assert '<Peer address="localhost"/>' in xml
     xml = discovery_config({"ROS_STATIC_PEERS": "192.168.1.5;robot.local"})

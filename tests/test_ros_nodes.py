@@ -301,21 +301,22 @@ def test_estop_stops_motion_and_needs_an_explicit_reset():
 
 # -- launch files -------------------------------------------------------------------------
 def launch_nodes(path):
-    """(declared arguments, [(executable, name, parameter override keys)], parameter files) of a launch file."""
+    """(declared arguments, [(executable, name, parameter override keys)], parameter files) of a launch file.
+
+    A launch file lists its nodes in `NODES` [(executable, name)] and the parameters its arguments override in
+    `OVERRIDES` {node name: {parameter: launch argument}}."""
     tree = ast.parse(path.read_text())
-    declared, nodes, files = set(), [], []
+    tables = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name) and t.id in ("NODES", "OVERRIDES")}
+    declared, files = set(), []
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
         name = getattr(call.func, "id", getattr(call.func, "attr", ""))
-        kwargs = {k.arg: k.value for k in call.keywords}
         if name == "DeclareLaunchArgument":
             declared.add(call.args[0].value)
-        elif name == "Node":
-            keys = [k.value for p in kwargs["parameters"].elts if isinstance(p, ast.Dict) for k in p.keys]
-            nodes.append((kwargs["executable"].value, kwargs["name"].value, keys))
         elif name == "PathJoinSubstitution":
             files.append([e.value for e in call.args[0].elts if isinstance(e, ast.Constant)])
-    used = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
-            and getattr(c.func, "id", "") == "LaunchConfiguration"}
+    nodes = [(executable, node, list(tables["OVERRIDES"].get(node, {}))) for executable, node in tables["NODES"]]
+    used = {arg for keys in tables["OVERRIDES"].values() for arg in keys.values()} | {"params_file"}
     assert used <= declared, f"{path.name} uses undeclared launch arguments {used - declared}"
     assert "generate_launch_description" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
     return declared, nodes, files

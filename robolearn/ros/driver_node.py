@@ -4,7 +4,8 @@ Publishes, every control period:
     /joint_states (sensor_msgs/JointState; names, position rad, velocity rad/s)
     /gripper_opening (std_msgs/Float64MultiArray, m) and /cube_pose (geometry_msgs/PoseStamped)
         when the robot reports them (the simulator does)
-    /robolearn/driver_status (std_msgs/String: running | holding | estop), on change
+    /robolearn/driver_status (std_msgs/String: running | holding | estop), on change, latched (transient-local,
+        depth 1: a late subscriber gets the current state)
 Subscribes, in the two ros2_control conventions (joints matched by name, or in `joint_names` order):
     <controller>/joint_trajectory (trajectory_msgs/JointTrajectory): each tick the first point not yet
         due (stamp + time_from_start >= now; a zero stamp means "when received") is the target
@@ -56,6 +57,7 @@ from robolearn.ros.transport import (
     ESTOP_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
+    STATE_QOS,
     Transport,
 )
 
@@ -99,7 +101,7 @@ class RobotDriverNode:
         self.pub_joints = transport.create_publisher(params["joint_states_topic"], JointState, DEFAULT_QOS)
         self.pub_gripper = transport.create_publisher(params["gripper_opening_topic"], Float64MultiArray, DEFAULT_QOS)
         self.pub_cube = transport.create_publisher(params["cube_pose_topic"], PoseStamped, DEFAULT_QOS)
-        self.pub_status = transport.create_publisher(params["status_topic"], String, DEFAULT_QOS)
+        self.pub_status = transport.create_publisher(params["status_topic"], String, STATE_QOS)
         self.pub_episode = transport.create_publisher(params["episode_topic"], String, LATCHED_QOS)
         transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)
         transport.create_subscription(f"/{controller}/joint_trajectory", JointTrajectory, self._on_trajectory,

@@ -132,8 +132,19 @@ class InferenceWorker:
         """Control periods a request takes (p90 of recent ones)."""
         return int(math.ceil(np.percentile(self.seconds, 90) / period)) if self.seconds else 1
 
-    def close(self) -> None:
-        self.requests.put(None)
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it (up to `timeout` s), so no inference runs while the process exits
+        (with rclpy, a thread still in torch at exit aborts the process)."""
+        while True:
+            try:
+                self.requests.put_nowait(None)
+                break
+            except queue.Full:  # a request is pending: take it back, then ask the thread to stop
+                try:
+                    self.requests.get_nowait()
+                except queue.Empty:
+                    pass
+        self.thread.join(timeout)
 
 
 def load_deployed_policy(params: dict):

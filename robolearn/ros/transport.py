@@ -20,6 +20,7 @@ interoperate with ROS 2 nodes:
 from __future__ import annotations
 
 import abc
+import array
 import dataclasses
 import importlib
 import os
@@ -51,6 +52,9 @@ SENSOR_QOS = QoSProfile("best_effort", "volatile", 5)
 LATCHED_QOS = QoSProfile("reliable", "transient_local", 10)
 #: e-stop and its reset: reliable, volatile (a late joiner must not inherit an old trip), depth 1
 ESTOP_QOS = QoSProfile("reliable", "volatile", 1)
+#: a state published on change (the driver's status): reliable, transient-local, depth 1, so a subscriber
+#: that starts late (`ros2 topic echo`) gets the current state at once
+STATE_QOS = QoSProfile("reliable", "transient_local", 1)
 
 
 class TransportError(RuntimeError):
@@ -109,79 +113,117 @@ def dds_topic_name(topic: str) -> str:
 
 # -- parameters without rclpy ------------------------------------------------------------
 def parse_ros_args(argv: list[str], node_name: str, defaults: dict) -> dict:
-    """Node parameters from a ROS 2 command line, as rclpy would read them.
+    """Node parameters from a ROS 2 command line, resolved by ROS 2's rules (rcl + rclpy).
 
-    Understands `--ros-args`, `--params-file FILE` (YAML with `<node_name>:` or `/**:` sections
-    holding `ros__parameters`), `-p name:=value` (YAML-typed values) and `-r __node:=name`. Later
-    sources win; a parameter not in `defaults` is an error, as an undeclared one would be.
+    Understands `--ros-args`, `--params-file FILE` (YAML with `/**:`, `<node>:` or `/<node>:` sections
+    holding `ros__parameters`), `-p name:=value` and `-p <node>:name:=value` (YAML-typed values), and
+    `-r __node:=name`. As in rcl, files and `-p`s are read in command-line order into per-node tables: a
+    plain `-p` is a `/**` (wildcard) entry, `-p <node>:name:=value` an entry of that node. The node then
+    gets the wildcard table's values, then its own table's: **a node's own section wins over any wildcard
+    entry, wherever each appears** (so a plain `-p` does not beat the node's section of a parameter file,
+    as with real rclpy); within one table the later source wins.
+
+    An integer given for a float parameter is taken as that float (rclpy with dynamic typing does the
+    same, see `RclpyTransport.parameters`); any other type change is refused. A name not in `defaults`
+    is an error in the node's own table and in a `-p` (a misspelling), and ignored in a file's wildcard
+    section (shared by several nodes).
 
     Raises:
         ValueError: an unknown parameter, a value whose type differs from its default's, or a
             malformed argument.
         FileNotFoundError: a parameter file that does not exist.
     """
-    params = dict(defaults)
-    files, overrides = [], []
-    args = list(argv)
+    for i, arg in enumerate(argv):  # the node name first: a remap anywhere names the node for every section
+        if arg in ("-r", "--remap") and i + 1 < len(argv) and argv[i + 1].startswith("__node:="):
+            node_name = argv[i + 1].split(":=", 1)[1]
+    wildcard: list[tuple[str, object, str, bool]] = []  # (name, value, source, strict)
+    own: list[tuple[str, object, str, bool]] = []
     i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("--params-file", "-p", "--param", "-r", "--remap"):
-            if i + 1 >= len(args):
-                raise ValueError(f"{arg} needs a value")
-            value = args[i + 1]
-            if arg == "--params-file":
-                files.append(Path(value))
-            elif arg in ("-p", "--param"):
-                overrides.append(value)
-            elif value.startswith("__node:="):
-                node_name = value.split(":=", 1)[1]
-            i += 2
+    while i < len(argv):
+        arg = argv[i]
+        if arg not in ("--params-file", "-p", "--param", "-r", "--remap"):
+            i += 1
             continue
-        i += 1
-    for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"parameter file not found: {path}")
-        content = yaml.safe_load(path.read_text()) or {}
-        for section in ("/**", node_name, "/" + node_name):
-            values = (content.get(section) or {}).get("ros__parameters", {})
-            for key, value in values.items():
-                _set_param(params, key, value, f"{path} [{section}]")
-    for item in overrides:
-        if ":=" not in item:
-            raise ValueError(f"-p expects name:=value, got {item!r}")
-        key, raw = item.split(":=", 1)
-        _set_param(params, key, yaml.safe_load(raw) if raw != "" else "", "-p")
+        if i + 1 >= len(argv):
+            raise ValueError(f"{arg} needs a value")
+        value = argv[i + 1]
+        i += 2
+        if arg == "--params-file":
+            path = Path(value)
+            if not path.is_file():
+                raise FileNotFoundError(f"parameter file not found: {path}")
+            content = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(content, dict):
+                raise ValueError(f"parameter file {path} must map node names to ros__parameters")
+            for section, body in content.items():
+                values = (body or {}).get("ros__parameters", {}) if isinstance(body, dict) else {}
+                if section == "/**":
+                    wildcard += [(k, v, f"{path} [/**]", False) for k, v in values.items()]
+                elif str(section).lstrip("/") == node_name:
+                    own += [(k, v, f"{path} [{section}]", True) for k, v in values.items()]
+        elif arg in ("-p", "--param"):
+            if ":=" not in value:
+                raise ValueError(f"-p expects name:=value or node:name:=value, got {value!r}")
+            key, raw = value.split(":=", 1)
+            parsed = yaml.safe_load(raw) if raw != "" else ""
+            if ":" in key:
+                node, key = key.split(":", 1)
+                if node == node_name:
+                    own.append((key, parsed, f"-p {node}:", True))
+            else:
+                wildcard.append((key, parsed, "-p", True))
+    params = dict(defaults)
+    for key, value, source, strict in wildcard + own:
+        if key in params or strict:
+            params[key] = coerce_parameter(params, key, value, source)
     return params
 
 
-def _set_param(params: dict, key: str, value, source: str) -> None:
+def coerce_parameter(params: dict, key: str, value, source: str):
+    """`value` for the declared parameter `key` (its default in `params` fixes the type): an int for a
+    float becomes that float; lists stay lists.
+
+    Raises:
+        ValueError: `key` is not declared, or `value` has another type than its default.
+    """
     if key not in params:
         raise ValueError(f"unknown parameter {key!r} (from {source}); known: {sorted(params)}")
     default = params[key]
+    if isinstance(value, (tuple, array.array)):  # rclpy gives arrays of numbers as array.array
+        value = list(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(default, list) and isinstance(value, list):
         pass
     elif default is not None and type(value) is not type(default):
         raise ValueError(f"parameter {key!r} (from {source}) must be {type(default).__name__}, got {value!r}")
-    params[key] = value
+    return value
 
 
 # -- cyclonedds --------------------------------------------------------------------------
-def discovery_config(env: typing.Mapping[str, str]) -> str | None:
-    """The Cyclone DDS XML rmw_cyclonedds would use for these environment variables, or None
-    for Cyclone's defaults (multicast discovery on the default interfaces)."""
+#: eProsima's DDS vendor id: Cyclone ignores the XTypes type information of Fast DDS peers. Fast DDS 3 (ROS 2
+#: Kilted and later) sends type objects for sequence types that Cyclone >= 11 rejects as invalid, so without
+#: this their JointState/Float64MultiArray/JointTrajectory endpoints never match (type names still must).
+IGNORE_TYPE_INFORMATION_FROM = "1.15"
+
+
+def discovery_config(env: typing.Mapping[str, str]) -> str:
+    """The Cyclone DDS XML for these environment variables: what rmw_cyclonedds would use for discovery
+    (localhost only from `ROS_LOCALHOST_ONLY=1` or `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`/`OFF`, static
+    peers from `ROS_STATIC_PEERS`; else Cyclone's defaults), plus compatibility with Fast DDS peers'
+    type information (`IGNORE_TYPE_INFORMATION_FROM`)."""
     discovery_range = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper()
     localhost = env.get("ROS_LOCALHOST_ONLY", "") == "1" or discovery_range in ("LOCALHOST", "OFF")
     peers = [p for p in env.get("ROS_STATIC_PEERS", "").replace(",", ";").split(";") if p.strip()]
+    compatibility = ("<Compatibility><IgnoreTypeInformation>" + IGNORE_TYPE_INFORMATION_FROM +
+                     "</IgnoreTypeInformation></Compatibility>")
     if not localhost and not peers:
-        return None
+        return "<CycloneDDS><Domain Id=\"any\">" + compatibility + "</Domain></CycloneDDS>"
     peer_xml = "".join(f'<Peer address="{p.strip()}"/>' for p in (["localhost"] if localhost else []) + peers)
     tag = f"<Tag>robolearn_{os.getpid()}</Tag>" if discovery_range == "OFF" else ""
     interface = '<Interfaces><NetworkInterface address="127.0.0.1"/></Interfaces>' if localhost else ""
     return ("<CycloneDDS><Domain Id=\"any\"><General>" + interface + "<AllowMulticast>false</AllowMulticast>"
-            "</General><Discovery><ParticipantIndex>auto</ParticipantIndex>"
+            "</General>" + compatibility + "<Discovery><ParticipantIndex>auto</ParticipantIndex>"
             "<MaxAutoParticipantIndex>32</MaxAutoParticipantIndex><Peers>" + peer_xml + "</Peers>" + tag +
             "</Discovery></Domain></CycloneDDS>")
 
@@ -229,8 +271,7 @@ class DdsTransport(Transport):
         self.domain_id = int(env.get("ROS_DOMAIN_ID", "0") or 0)
         if not 0 <= self.domain_id <= 232:
             raise TransportError(f"ROS_DOMAIN_ID must be in 0..232, got {self.domain_id}")
-        config = discovery_config(env)
-        self._domain = Domain(self.domain_id, config) if config else None
+        self._domain = Domain(self.domain_id, discovery_config(env))
         self.participant = DomainParticipant(self.domain_id)
         self._topics: dict[str, object] = {}
         self._readers: list[tuple[object, type, Callable]] = []
@@ -375,7 +416,24 @@ class RclpyTransport(Transport):
         return self._delivered - start
 
     def parameters(self, defaults: dict) -> dict:
-        return {key: self.node.declare_parameter(key, value).value for key, value in defaults.items()}
+        """Declare every parameter (so `ros2 param` and the parameter services show them) and resolve it
+        by rcl's rules. Declared with dynamic typing so that an integer for a float parameter
+        (`-p control_hz:=30`) is taken as that float, as on the DDS transport; other type changes are
+        refused with the same error (`coerce_parameter`).
+
+        Raises:
+            ValueError: a value whose type differs from its default's.
+        """
+        from rcl_interfaces.msg import ParameterDescriptor
+        from rclpy.parameter import Parameter
+
+        params = dict(defaults)
+        for key, default in defaults.items():
+            value = self.node.declare_parameter(key, default, ParameterDescriptor(dynamic_typing=True)).value
+            params[key] = coerce_parameter(defaults, key, value, "the node's parameter overrides")
+            if params[key] is not value and not isinstance(params[key], list):
+                self.node.set_parameters([Parameter(key, value=params[key])])
+        return params
 
     def close(self) -> None:
         self.node.destroy_node()
