@@ -17,9 +17,10 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/robolearn"]),
         ("share/robolearn", ["package.xml"]),
         ("share/robolearn/launch", glob("launch/*.launch.py")),
-        ("share/robolearn/config", glob("configs/ros/*.yaml")),
+        ("share/robolearn/config", glob("configs/ros/*.yaml") + glob("configs/ros/*.xml")),
         ("share/robolearn/configs", glob("configs/*.yaml")),
-    ] + [(f"share/robolearn/configs/{sub}", glob(f"configs/{sub}/*.yaml")) for sub in ("task", "policy", "hardware", "ros")],
+    ] + [(f"share/robolearn/configs/{sub}", glob(f"configs/{sub}/*.yaml") + glob(f"configs/{sub}/*.xml"))
+         for sub in ("task", "policy", "hardware", "ros")],
     zip_safe=True,
     entry_points={"console_scripts": [
         "robot_driver_node = robolearn.ros.driver_node:main",

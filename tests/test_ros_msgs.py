@@ -118,3 +118,42 @@ def test_parameters_from_ros_arguments(tmp_path):
         parse_ros_args(["-p", "k:=1"], "policy_node", defaults)
     with pytest.raises(ValueError, match="parameter 'rerank_k' .* must be int"):
         parse_ros_args(["-p", "rerank_k:=fast"], "policy_node", defaults)
+
+
+def test_ros2_parameter_rules_without_rclpy(tmp_path):
+    """ROS 2's rules (checked against real rclpy in tests/ros2_real): a node's own section beats every wildcard
+    entry wherever it appears, a plain -p is a wildcard entry, `-p node:name:=v` is the node's own, and within
+    one section the later source wins."""
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    a: 1\n    b: 1\n    shared_by_other_nodes: 3\n"
+                      "policy_node:\n  ros__parameters:\n    a: 2\n")
+    defaults = {"a": 0, "b": 0, "control_hz": 20.0}
+    assert parse_ros_args(["--params-file", str(params), "-p", "a:=9", "-p", "b:=9"], "policy_node", defaults) \
+        == {"a": 2, "b": 9, "control_hz": 20.0}
+    assert parse_ros_args(["-p", "b:=9", "--params-file", str(params)], "policy_node", defaults)["b"] == 1
+    assert parse_ros_args(["--params-file", str(params), "-p", "policy_node:a:=9", "-p", "other:a:=5"],
+                          "policy_node", defaults)["a"] == 9
+    assert parse_ros_args(["-p", "control_hz:=30"], "policy_node", defaults)["control_hz"] == 30.0  # int for float
+    with pytest.raises(ValueError, match="unknown parameter 'z'"):
+        parse_ros_args(["-p", "policy_node:z:=1"], "policy_node", defaults)
+
+
+def test_deploy_parameter_file_puts_overrides_in_node_sections(tmp_path):
+    from robolearn.ros.params import merged_parameters, typed_launch_arguments, write_parameters_file
+
+    base = tmp_path / "graph.yaml"
+    base.write_text("/**:\n  ros__parameters:\n    control_hz: 20.0\n"
+                    "policy_node:\n  ros__parameters:\n    checkpoint: ''\n"
+                    "/robot_driver:\n  ros__parameters:\n    episodes: 10\n")
+    overrides = {"policy_node": {"checkpoint": "/ckpt"}, "robot_driver": {"episodes": 1}, "teleop_node": {}}
+    merged = merged_parameters(base, overrides)
+    assert merged["policy_node"]["ros__parameters"] == {"checkpoint": "/ckpt"}
+    assert merged["/robot_driver"]["ros__parameters"] == {"episodes": 1} and "teleop_node" not in merged
+    path = write_parameters_file(base, overrides, folder=tmp_path)
+    for node, key, expected in (("policy_node", "checkpoint", "/ckpt"), ("robot_driver", "episodes", 1)):
+        got = parse_ros_args(["--params-file", str(path)], node, {"checkpoint": "", "episodes": 0, "control_hz": 0.0})
+        assert got[key] == expected and got["control_hz"] == 20.0
+    typed = typed_launch_arguments("policy_node", {"checkpoint": "123", "control_hz": "30", "rerank_k": "8"})
+    assert typed == {"checkpoint": "123", "control_hz": 30.0, "rerank_k": 8}  # a text parameter stays text
+    with pytest.raises(ValueError, match="must be int"):
+        typed_launch_arguments("policy_node", {"rerank_k": "many"})

@@ -133,9 +133,7 @@ def parse_ros_args(argv: list[str], node_name: str, defaults: dict) -> dict:
             malformed argument.
         FileNotFoundError: a parameter file that does not exist.
     """
-    for i, arg in enumerate(argv):  # the node name first: a remap anywhere names the node for every section
-        if arg in ("-r", "--remap") and i + 1 < len(argv) and argv[i + 1].startswith("__node:="):
-            node_name = argv[i + 1].split(":=", 1)[1]
+    node_name = remapped_node_name(argv, node_name)  # a remap anywhere names the node for every section
     wildcard: list[tuple[str, object, str, bool]] = []  # (name, value, source, strict)
     own: list[tuple[str, object, str, bool]] = []
     i = 0
@@ -177,6 +175,14 @@ def parse_ros_args(argv: list[str], node_name: str, defaults: dict) -> dict:
         if key in params or strict:
             params[key] = coerce_parameter(params, key, value, source)
     return params
+
+
+def remapped_node_name(argv: list[str], node_name: str) -> str:
+    """The node's name after a `-r __node:=name` remap on its ROS command line (the last one wins)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-r", "--remap") and i + 1 < len(argv) and argv[i + 1].startswith("__node:="):
+            node_name = argv[i + 1].split(":=", 1)[1]
+    return node_name
 
 
 def coerce_parameter(params: dict, key: str, value, source: str):
@@ -265,16 +271,21 @@ class DdsTransport(Transport):
 
     def __init__(self, name: str, argv: list[str] | None = None, env: typing.Mapping[str, str] | None = None):
         from cyclonedds.domain import Domain, DomainParticipant
+        from cyclonedds.qos import Policy, Qos
+
+        from robolearn.ros.graph import USER_DATA, GraphAnnouncer
 
         env = os.environ if env is None else env
-        self.name, self.argv = name, list(argv or [])
+        self.argv = list(argv or [])
+        self.name = remapped_node_name(self.argv, name)
         self.domain_id = int(env.get("ROS_DOMAIN_ID", "0") or 0)
         if not 0 <= self.domain_id <= 232:
             raise TransportError(f"ROS_DOMAIN_ID must be in 0..232, got {self.domain_id}")
         self._domain = Domain(self.domain_id, discovery_config(env))
-        self.participant = DomainParticipant(self.domain_id)
+        self.participant = DomainParticipant(self.domain_id, qos=Qos(Policy.Userdata(USER_DATA)))
         self._topics: dict[str, object] = {}
         self._readers: list[tuple[object, type, Callable]] = []
+        self.graph = GraphAnnouncer(self.participant, self.name.lstrip("/"))  # ROS 2 tools see the node
 
     def _topic(self, topic: str, msg_type: type):
         from cyclonedds.topic import Topic
@@ -287,13 +298,15 @@ class DdsTransport(Transport):
     def create_publisher(self, topic: str, msg_type: type, qos: QoSProfile = DEFAULT_QOS) -> Publisher:
         from cyclonedds.pub import DataWriter
 
-        return _DdsPublisher(DataWriter(self.participant, self._topic(topic, msg_type), qos=_dds_qos(qos, True)),
-                             msg_type)
+        writer = DataWriter(self.participant, self._topic(topic, msg_type), qos=_dds_qos(qos, True))
+        self.graph.add(writer, is_writer=True)
+        return _DdsPublisher(writer, msg_type)
 
     def create_subscription(self, topic: str, msg_type: type, callback: Callable, qos: QoSProfile = SENSOR_QOS) -> None:
         from cyclonedds.sub import DataReader
 
         reader = DataReader(self.participant, self._topic(topic, msg_type), qos=_dds_qos(qos, False))
+        self.graph.add(reader, is_writer=False)
         self._readers.append((reader, msg_type, callback))
 
     def spin_once(self) -> int:
@@ -306,7 +319,7 @@ class DdsTransport(Transport):
         return n
 
     def parameters(self, defaults: dict) -> dict:
-        return parse_ros_args(self.argv, self.name, defaults)
+        return parse_ros_args(self.argv, self.name, defaults)  # (parse_ros_args applies the same remap)
 
     def close(self) -> None:
         self._readers.clear()

@@ -10,6 +10,7 @@ Prints one JSON report on stdout. Modes:
     feed_recorder SECONDS   publish observations and commands and start/stop an episode on the trigger topic
     params JSON             resolve parameter overrides with rclpy for each case in JSON ([argv, ...])
     param_client NODE       list and get the parameters of NODE through its parameter services
+    graph NODE              what the ROS 2 graph shows of NODE: node names, its publishers and subscribers
 """
 
 import json
@@ -205,14 +206,26 @@ def param_client(target: str) -> dict:
     return out
 
 
+def graph(target: str) -> dict:
+    node = rclpy.create_node("ros2_graph_client")
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and (target, "/") not in node.get_node_names_and_namespaces():
+        rclpy.spin_once(node, timeout_sec=0.1)
+    spin_for(node, 0.5)  # the node's endpoints arrive with its announcement
+    return {"nodes": [list(n) for n in node.get_node_names_and_namespaces()],
+            "publishers": {t: types for t, types in node.get_publisher_names_and_types_by_node(target, "/")},
+            "subscribers": {t: types for t, types in node.get_subscriber_names_and_types_by_node(target, "/")}}
+
+
 def main() -> None:
     mode, arg = sys.argv[1], sys.argv[2]
     if mode == "params":
         print(json.dumps(params(json.loads(arg))), flush=True)
         return
     rclpy.init()
-    report = {"driver": driver, "robot": robot, "feed_recorder": feed_recorder,
-              "param_client": param_client}[mode](arg if mode == "param_client" else float(arg))
+    modes = {"driver": driver, "robot": robot, "feed_recorder": feed_recorder, "param_client": param_client,
+             "graph": graph}
+    report = modes[mode](arg if mode in ("param_client", "graph") else float(arg))
     print(json.dumps(report), flush=True)
     rclpy.shutdown()
 

@@ -85,6 +85,7 @@ def test_driver_interoperates_with_real_rclpy(tmp_path, distro, transport):
     node = Node(distro, transport, "robot_driver_node", "control_hz:=20", env=env, log=tmp_path / "driver.log")
     try:
         report = peer(distro, "driver", 8.5, env)
+        graph = peer(distro, "graph", "robot_driver", env)
         services = peer(distro, "param_client", "robot_driver", env) if transport == "rclpy" else None
     finally:
         log = node.stop()
@@ -99,6 +100,11 @@ def test_driver_interoperates_with_real_rclpy(tmp_path, distro, transport):
     assert report["late_status"] == ["estop"]  # latched: a late subscriber gets the current state
     assert report["status_after_reset"][-1] in ("running", "holding") and report["after_reset_error"] < 0.02
     assert "missed periods 0" in log and "Traceback" not in log
+    # the ROS 2 graph (`ros2 node list`, `ros2 node info`) shows the node and its endpoints on both transports
+    assert ["robot_driver", "/"] in graph["nodes"]
+    assert graph["publishers"]["/joint_states"] == ["sensor_msgs/msg/JointState"]
+    assert graph["publishers"]["/robolearn/driver_status"] == ["std_msgs/msg/String"]
+    assert graph["subscribers"]["/position_controller/joint_trajectory"] == ["trajectory_msgs/msg/JointTrajectory"]
     if services is not None:  # what `ros2 param list/get` would show
         assert {"control_hz", "watchdog_timeout", "max_trajectory_offset"} <= set(services["list_parameters"])
         assert services["get_parameters"] == [[PARAMETER_DOUBLE, 20.0, ""], [PARAMETER_STRING, 0.0, "sim"]]
