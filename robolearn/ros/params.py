@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from robolearn.ros.transport import coerce_parameter
+from robolearn.ros.transport import coerce_parameter, read_parameters_file
 
 
 def merged_parameters(params_file: str | os.PathLike, overrides: dict[str, dict]) -> dict:
@@ -27,12 +27,7 @@ def merged_parameters(params_file: str | os.PathLike, overrides: dict[str, dict]
         FileNotFoundError: `params_file` does not exist.
         ValueError: `params_file` is not a mapping of node names to sections.
     """
-    path = Path(params_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"parameter file not found: {path}")
-    content = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(content, dict):
-        raise ValueError(f"parameter file {path} must map node names to ros__parameters")
+    content = read_parameters_file(params_file)
     for node, values in overrides.items():
         if not values:
             continue

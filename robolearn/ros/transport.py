@@ -148,12 +148,7 @@ def parse_ros_args(argv: list[str], node_name: str, defaults: dict) -> dict:
         i += 2
         if arg == "--params-file":
             path = Path(value)
-            if not path.is_file():
-                raise FileNotFoundError(f"parameter file not found: {path}")
-            content = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(content, dict):
-                raise ValueError(f"parameter file {path} must map node names to ros__parameters")
-            for section, body in content.items():
+            for section, body in read_parameters_file(path).items():
                 values = (body or {}).get("ros__parameters", {}) if isinstance(body, dict) else {}
                 if section == "/**":
                     wildcard += [(k, v, f"{path} [/**]", False) for k, v in values.items()]
@@ -175,6 +170,22 @@ def parse_ros_args(argv: list[str], node_name: str, defaults: dict) -> dict:
         if key in params or strict:
             params[key] = coerce_parameter(params, key, value, source)
     return params
+
+
+def read_parameters_file(path: str | os.PathLike) -> dict:
+    """A ROS 2 parameter file's content: {node name or "/**": {"ros__parameters": {...}}}.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: its YAML is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path}")
+    content = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(content, dict):
+        raise ValueError(f"parameter file {path} must map node names to ros__parameters")
+    return content
 
 
 def remapped_node_name(argv: list[str], node_name: str) -> str:

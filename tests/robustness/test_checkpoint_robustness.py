@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ros_helpers import tiny_lift_checkpoint
 from safetensors.torch import load_file, save_file
 
 from robolearn.errors import CheckpointError
 from robolearn.policies.checkpoint import CheckpointManager, load_policy
 from robolearn.value import load_q_function
-from ros_helpers import tiny_lift_checkpoint
 
 
 @pytest.fixture(scope="module")

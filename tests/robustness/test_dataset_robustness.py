@@ -18,7 +18,12 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robolearn.datasets import DatasetError, DatasetWarning, ReplayBuffer, SequenceDataset
+from robolearn.datasets import (
+    DatasetError,
+    DatasetWarning,
+    ReplayBuffer,
+    SequenceDataset,
+)
 from robolearn.lock import LockError, WriterLock, lock_path
 
 

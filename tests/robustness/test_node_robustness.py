@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ros_helpers import FakeTransport
 
 from robolearn.ros.msgs import (
     Float64MultiArray,
@@ -28,7 +29,6 @@ from robolearn.ros.node import ObservationInbox, RateLimitedLog
 from robolearn.ros.policy_node import PolicyNode
 from robolearn.sim.arm import JOINT_NAMES
 from robolearn.sim.lift import HOME_QPOS
-from ros_helpers import FakeTransport
 
 OBS_PARAMS = {"joint_states_topic": "/joint_states", "gripper_opening_topic": "/gripper_opening",
               "cube_pose_topic": "/cube_pose"}

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_helpers import tiny_lift_checkpoint
 
 from robolearn.datasets import ReplayBuffer
 from robolearn.ros.transport import parse_ros_args
-from ros_helpers import tiny_lift_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("peer.py")
@@ -71,6 +71,17 @@ class Node:
         return self.log.read_text()
 
 
+def node_and_peer(tmp_path, distro, transport, executable, params, mode, arg) -> tuple[dict, str]:
+    """Run a robolearn node, then the peer in `mode`; returns (the peer's report, the node's output)."""
+    env = ros_env(transport)
+    node = Node(distro, transport, executable, *params, env=env, log=tmp_path / f"{executable}.log")
+    try:
+        report = peer(distro, mode, arg, env)
+    finally:
+        log = node.stop()
+    return report, log
+
+
 def peer(distro, mode, arg, env, timeout=90) -> dict:
     proc = subprocess.run([str(ros_python(distro)), str(PEER), mode, str(arg)], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -117,27 +128,17 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize(("distro", "transport"), COMBOS)
 def test_policy_node_drives_a_real_rclpy_robot(tmp_path, tiny_checkpoint, distro, transport):
-    env = ros_env(transport)
-    node = Node(distro, transport, "policy_node", f"checkpoint:={tiny_checkpoint}", "control_hz:=20",
-                env=env, log=tmp_path / "policy.log")
-    try:
-        report = peer(distro, "robot", 9.0, env)
-    finally:
-        log = node.stop()
+    report, log = node_and_peer(tmp_path, distro, transport, "policy_node",
+                                [f"checkpoint:={tiny_checkpoint}", "control_hz:=20"], "robot", 9.0)
     assert report["commands"] > 40, log  # joints matched by name from a message in another order
     assert report["all_six_finite"] and 17.0 < report["rate_hz"] < 21.0, report
 
 
 @pytest.mark.parametrize(("distro", "transport"), COMBOS)
 def test_recorder_node_records_real_rclpy_publishers(tmp_path, distro, transport):
-    env = ros_env(transport)
     output = tmp_path / "demo.zarr"
-    node = Node(distro, transport, "recorder_node", f"output:={output}", "trigger_topic:=/recorder/trigger",
-                env=env, log=tmp_path / "recorder.log")
-    try:
-        report = peer(distro, "feed_recorder", 2.0, env)
-    finally:
-        log = node.stop()
+    report, log = node_and_peer(tmp_path, distro, transport, "recorder_node",
+                                [f"output:={output}", "trigger_topic:=/recorder/trigger"], "feed_recorder", 2.0)
     assert report["trigger_matched"], log
     rb = ReplayBuffer.open(output)
     assert rb.n_episodes == 1 and 25 <= rb.n_steps <= 60, log
