@@ -320,7 +320,9 @@ def test_property_committed_data_is_exact_or_an_error(lengths, chunk, corruption
                     sl = rb.episode_slice(i)
                     for key, values in ep.items():
                         np.testing.assert_array_equal(loaded[key][sl], values)  # exact, or an error
-                assert rb.verify().ok
+                # A truncated Blosc chunk can decode differently on each read (once exact, once garbage): each read
+                # is still exact or an error, so a later full check may flag what the first read got right.
+                assert rb.verify().ok or corrupted
         except DatasetError:
             assert corrupted, f"{corruption}: a clean or merely interrupted store must read"
         # a writer can always continue a store that was only interrupted
