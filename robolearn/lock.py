@@ -70,6 +70,11 @@ class WriterLock:
             raise LockError(f"{self.what} {self.path} is being written by another process "
                             f"({_describe(holder)}); wait for it to finish or stop it") from None
         previous = _read_holder(fd)
+        if previous and "pid" not in previous:  # not a file robolearn wrote: never truncate it
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise LockError(f"{self.file} exists and is not a robolearn lock file; robolearn will not overwrite it "
+                            f"(move it away to write {self.path})")
         if previous:  # a clean release empties the file: content means its writer died
             self.took_over = previous
             print(f"robolearn: took over the stale lock on {self.path} left by a process that is gone "
@@ -105,11 +110,13 @@ class WriterLock:
 
 
 def _read_holder(fd: int) -> dict:
+    """The holder record in a lock file: {} if empty, {"unreadable": True} if it is not a JSON record."""
     try:
         text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        return json.loads(text) if text else {}
+        record = json.loads(text) if text else {}
     except (OSError, ValueError):
         return {"unreadable": True}
+    return record if isinstance(record, dict) else {"unreadable": True}
 
 
 def _describe(holder: dict) -> str:

@@ -332,6 +332,13 @@ def test_property_committed_data_is_exact_or_an_error(lengths, chunk, corruption
             assert ReplayBuffer.open(path).n_episodes == committed + 1
 
 
+def test_a_foreign_file_in_the_lock_files_place_is_never_overwritten(tmp_path):
+    (tmp_path / ".d.zarr.lock").write_text("my notes")
+    with pytest.raises(LockError, match="is not a robolearn lock file"):
+        ReplayBuffer.create(tmp_path / "d.zarr")
+    assert (tmp_path / ".d.zarr.lock").read_text() == "my notes" and not (tmp_path / "d.zarr").exists()
+
+
 def test_lock_file_names_the_holder(tmp_path):
     with WriterLock(tmp_path / "x.zarr") as lock:
         record = json.loads(lock.file.read_text())
