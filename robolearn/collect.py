@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 import robolearn.sim  # noqa: F401  (registers robolearn/Lift-v0)
 from robolearn.config_checks import Bool, Float, Int, check_config
-from robolearn.datasets import DatasetError, ReplayBuffer
+from robolearn.datasets import NotAReplayBufferError, ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.sim import LiftExpert
 
@@ -70,7 +70,8 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
             max_retries < 0, an existing dataset that was collected with other settings, or an
             `output` that exists and is not a replay buffer.
         LockError: another process is writing `output`.
-        DatasetError: `overwrite=True` and `output` is not a replaceable dataset.
+        DatasetError: `overwrite=True` and `output` is not a replaceable dataset (`NotAReplayBufferError`
+            for anything that is not a replay buffer).
     """
     output = Path(output)
     if n_episodes < 1:
@@ -92,9 +93,7 @@ def collect_dataset(output: str | Path, env_id: str, env_kwargs: dict, n_episode
     if output.exists() and not overwrite:
         try:
             buffer = ReplayBuffer.open(output, mode="a")
-        except DatasetError as exc:
-            if "is not a replay buffer" not in str(exc):
-                raise
+        except NotAReplayBufferError:
             raise UserError(f"{output} exists and is not a robolearn dataset; collect writes only datasets, "
                             "so choose another output= (nothing was changed)") from None
         if buffer.attrs.get("robolearn", attrs["robolearn"]) != attrs["robolearn"]:

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer, VerifyReport
 from robolearn.errors import UserError
 
 STATS_BLOCK = 65536  # steps read at a time, so image datasets need not fit in memory
@@ -40,6 +40,20 @@ def _fmt(values: np.ndarray, limit: int = 8) -> str:
     return text + (" ..." if len(values) > limit else "")
 
 
+def verified(buffer: ReplayBuffer, notes: bool) -> VerifyReport:
+    """`buffer.verify()`, printing each problem (and each note if `notes`) on a line of its own.
+
+    Raises:
+        DatasetError: the dataset is damaged (after the problems are printed).
+    """
+    report = buffer.verify()
+    for line in ([f"note: {n}" for n in report.notes] if notes else []) + [f"problem: {p}" for p in report.problems]:
+        print(line)
+    if not report.ok:
+        raise DatasetError(f"{buffer.path}: {len(report.problems)} problem(s) found; do not train on it")
+    return report
+
+
 def dataset_info(cfg: DictConfig) -> None:
     """Hydra task: print episodes, steps, keys (per-step shape, dtype) and statistics.
 
@@ -53,12 +67,11 @@ def dataset_info(cfg: DictConfig) -> None:
     if cfg.path is None:
         raise UserError("give the dataset path: robolearn dataset info PATH")
     buffer = ReplayBuffer.open(cfg.path)
-    report = buffer.verify()
-    for problem in report.problems:
-        print(f"problem: {problem}")
-    if not report.ok:
+    try:
+        report = verified(buffer, notes=False)
+    except DatasetError:
         buffer.close()
-        raise DatasetError(f"{cfg.path}: {len(report.problems)} problem(s) found; do not train on it")
+        raise
     console = Console(width=int(cfg.width))
     lengths = buffer.episode_lengths
     fmt = f"zarr format {buffer.root.metadata.zarr_format}"
@@ -98,11 +111,5 @@ def dataset_verify(cfg: DictConfig) -> None:
     if cfg.path is None:
         raise UserError("give the dataset path: robolearn dataset verify PATH")
     with ReplayBuffer.open(cfg.path) as buffer:
-        report = buffer.verify()
-    for note in report.notes:
-        print(f"note: {note}")
-    for problem in report.problems:
-        print(f"problem: {problem}")
-    if not report.ok:
-        raise DatasetError(f"{cfg.path}: {len(report.problems)} problem(s) found; do not train on it")
+        report = verified(buffer, notes=True)
     print(f"{cfg.path}: OK, {report.n_episodes} episodes, {report.n_checksummed} verified against their checksums")

@@ -60,6 +60,28 @@ class DatasetError(ValueError):
     """A dataset is missing, malformed or holds invalid values; the message names the key/episode."""
 
 
+class NotAReplayBufferError(DatasetError):
+    """A path holds something other than a replay buffer (no zarr group, or no `data/` group and
+    `meta/episode_ends` array): robolearn neither writes into it nor replaces it."""
+
+
+def buffer_layout(root: zarr.Group, path: Path) -> tuple[zarr.Group, zarr.Array]:
+    """The `data/` group and `meta/episode_ends` array of a replay buffer's root group.
+
+    Raises:
+        NotAReplayBufferError: either is missing or of the wrong kind.
+    """
+    try:
+        data, ends = root["data"], root[EPISODE_ENDS]
+    except KeyError as exc:
+        raise NotAReplayBufferError(f"{path} is not a replay buffer: it has no `data/` group and "
+                                    f"`{EPISODE_ENDS}` array") from exc
+    if not isinstance(data, zarr.Group) or not isinstance(ends, zarr.Array):
+        raise NotAReplayBufferError(f"{path} is not a replay buffer: `data` must be a group and "
+                                    f"`{EPISODE_ENDS}` an array")
+    return data, ends
+
+
 class DatasetWarning(UserWarning):
     """Something about a dataset a user should know that is not an error (an uncommitted tail dropped)."""
 
@@ -136,14 +158,10 @@ def check_replaceable(path: Path) -> None:
         raise DatasetError(f"{path} is a file, not a robolearn dataset folder; overwrite=true replaces only "
                            "datasets: move or delete it yourself, or choose another output=")
     try:
-        root = zarr.open_group(path, mode="r")
-        is_buffer = isinstance(root["data"], zarr.Group) and isinstance(root[EPISODE_ENDS], zarr.Array)
-    except Exception:  # noqa: BLE001 - whatever zarr raises, the folder is not a replay buffer
-        is_buffer = False
-    if not is_buffer:
-        raise DatasetError(f"{path} is not a robolearn dataset (no zarr `data/` group and `{EPISODE_ENDS}`), "
-                           "so overwrite=true will not replace it; move or delete it yourself, or choose "
-                           "another output=")
+        buffer_layout(zarr.open_group(path, mode="r"), path)
+    except Exception as exc:  # noqa: BLE001 - whatever zarr raises, the folder is not a replay buffer
+        raise NotAReplayBufferError(f"{path} is not a robolearn dataset ({exc}), so overwrite=true will not replace "
+                                    "it; move or delete it yourself, or choose another output=") from None
 
 
 def default_compressor() -> BloscCodec:
@@ -227,7 +245,7 @@ class ReplayBuffer:
                 lock.release()
             if isinstance(exc, DatasetError):
                 raise
-            raise DatasetError(f"{path} is not a replay buffer: no zarr group at its root ({exc})") from exc
+            raise NotAReplayBufferError(f"{path} is not a replay buffer: no zarr group at its root ({exc})") from exc
         if mode == "a" and root.metadata.zarr_format != 3:
             lock.release()
             raise DatasetError(f"{path} is a zarr format {root.metadata.zarr_format} store: "
@@ -301,15 +319,7 @@ class ReplayBuffer:
 
     # -- layout ------------------------------------------------------------------------
     def _validate_layout(self) -> None:
-        try:
-            self._data = self.root["data"]
-            ends_array = self.root[EPISODE_ENDS]
-        except KeyError as exc:
-            raise DatasetError(f"{self.path} is not a replay buffer: it has no `data/` group and "
-                               f"`{EPISODE_ENDS}` array") from exc
-        if not isinstance(self._data, zarr.Group) or not isinstance(ends_array, zarr.Array):
-            raise DatasetError(f"{self.path} is not a replay buffer: `data` must be a group and "
-                               f"`{EPISODE_ENDS}` an array")
+        self._data, ends_array = buffer_layout(self.root, self.path)
         if ends_array.ndim != 1 or not np.issubdtype(ends_array.dtype, np.integer):
             raise DatasetError(f"{self.path}: `{EPISODE_ENDS}` must be a 1-D integer array, got "
                                f"{ends_array.dtype} with shape {ends_array.shape}")
@@ -417,13 +427,13 @@ class ReplayBuffer:
         starts = np.concatenate([[0], ends[:-1]])
         checked = sums >= 0
         c0 = arr.chunks[0]
-        grid_rest = [range(math.ceil(n / c)) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
+        grid_rest = [math.ceil(n / c) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
         for t in range(start // c0, (stop - 1) // c0 + 1):
             lo, hi = t * c0, min((t + 1) * c0, stop)
             first, last = self._episode_at(lo), self._episode_at(hi - 1)
             if not checked[first:last + 1].any():
                 continue
-            for rest in np.ndindex(*[len(r) for r in grid_rest]) if grid_rest else [()]:
+            for rest in np.ndindex(*grid_rest):  # () once for 1-D arrays
                 chunk_key = arr.metadata.encode_chunk_key((t, *rest))
                 if not os.path.exists(os.path.join(self.path, "data", key, chunk_key)):
                     episode = first + int(np.argmax(checked[first:last + 1]))
@@ -451,7 +461,8 @@ class ReplayBuffer:
 
     def verify(self) -> VerifyReport:
         """Check the whole store: every chunk of every key is present and decodes, every recorded
-        checksum matches, float values are finite. Reads one episode at a time (images fit).
+        checksum matches, float values are finite. Reads whole episodes about one chunk at a time
+        (images, chunked per step, one episode at a time), so memory stays small and each chunk decodes once.
 
         Returns a `VerifyReport`; problems are collected (at most one per key), not raised.
         """
@@ -464,13 +475,18 @@ class ReplayBuffer:
         if unchecked:
             report.notes.append(f"{unchecked} episode(s) have no recorded checksums (written before robolearn "
                                 "recorded them): only structure, decoding and finiteness are checked there")
+        ends = self._episode_ends
         for key in self.keys:
+            block = self._data[key].chunks[0]  # read whole episodes about one chunk at a time: each chunk decodes once
             try:
-                for i in range(self.n_episodes):
-                    sl = self.episode_slice(i)
-                    values = self._read(key, sl)
-                    self._check_finite(key, values, offset=sl.start)
-                    self._check_checksums(key, values, i, i, sl.start)
+                first = 0
+                while first < self.n_episodes:
+                    start = int(ends[first - 1]) if first else 0
+                    last = max(first, int(np.searchsorted(ends, start + block, side="left")) - 1)
+                    values = self._read(key, slice(start, int(ends[last])))
+                    self._check_finite(key, values, offset=start)
+                    self._check_checksums(key, values, first, last, start)
+                    first = last + 1
             except DatasetError as exc:
                 report.problems.append(str(exc))
         return report
