@@ -19,7 +19,7 @@ from tqdm import tqdm
 from robolearn.collect import collect_dataset
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer, SequenceDataset
-from robolearn.datasets.dataset import describe_fingerprint
+from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
 from robolearn.evaluate import evaluate_policy, format_results, selection_eval
@@ -290,12 +290,8 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
     if previous.get("policy") != saved_config["policy"]:
         raise UserError(f"{folder} was trained with policy={previous.get('policy')}, this run has "
                         f"policy={saved_config['policy']}; pass another run_name= to start a new run")
-    old = previous.get("dataset_fingerprint")
-    new = saved_config["dataset_fingerprint"]
-    if old is None:  # a run from before fingerprints: the same file, wherever it was named from
-        same = Path(str(previous.get("dataset"))).resolve() == Path(saved_config["dataset"]).resolve()
-    else:
-        same = old == new
+    old, new = previous.get("dataset_fingerprint"), saved_config["dataset_fingerprint"]
+    same = same_dataset(previous, saved_config)
     if not same:
         if not allow_dataset_change:
             raise UserError(f"{folder} was trained on a different dataset ({describe_fingerprint(old)}) than "

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer
-from robolearn.datasets.dataset import describe_fingerprint
+from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
 from robolearn.devices import pick_device
 from robolearn.errors import UserError
@@ -176,9 +176,7 @@ def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLear
         raise UserError(f"{folder} was trained with q_function={previous.get('q_function')}, this run has "
                         f"q_function={saved_config['q_function']}; pass another run_name= to start a new run")
     old = previous.get("dataset_fingerprint")
-    same = (old == saved_config["dataset_fingerprint"] if old is not None  # runs from before fingerprints: same file
-            else Path(str(previous.get("dataset"))).resolve() == Path(saved_config["dataset"]).resolve())
-    if not same:
+    if not same_dataset(previous, saved_config):
         raise UserError(f"{folder} was trained on a different dataset than {saved_config['dataset']} is now "
                         f"({describe_fingerprint(old)} -> {describe_fingerprint(saved_config['dataset_fingerprint'])}); "
                         "pass another run_name= to start a new run")

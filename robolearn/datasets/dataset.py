@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,15 @@ def data_fingerprint(data: dict[str, np.ndarray], episode_ends: np.ndarray) -> d
         digest.update(key.encode())
         digest.update(np.ascontiguousarray(data[key]).tobytes())
     return {"episodes": int(len(episode_ends)), "steps": int(episode_ends[-1]), "sha256": digest.hexdigest()}
+
+
+def same_dataset(previous: dict, current: dict) -> bool:
+    """Whether a run's saved config `previous` and this run's `current` (each with `dataset`, a path, and
+    `dataset_fingerprint`) name the same data: by fingerprint, or for runs saved before fingerprints
+    existed, by the resolved path."""
+    if previous.get("dataset_fingerprint") is not None:
+        return previous["dataset_fingerprint"] == current["dataset_fingerprint"]
+    return Path(str(previous.get("dataset"))).resolve() == Path(current["dataset"]).resolve()
 
 
 def describe_fingerprint(fingerprint: dict | None) -> str:

@@ -107,13 +107,20 @@ def config_section(config_cls, config: dict, section: str, folder: Path):
         raise CheckpointError(f"checkpoint {folder}: config.yaml `{section}` is invalid ({exc})") from None
 
 
-def load_normalizer(folder: Path, dims: Mapping[str, int]) -> LinearNormalizer:
-    """normalizer.json of a checkpoint, checked: finite statistics, positive scales, sizes `dims` ({key: D}).
+def load_normalizer(folder: Path, config, section: str) -> LinearNormalizer:
+    """normalizer.json of a checkpoint, checked against `config` (a policy or Q-function config with
+    `obs_keys`, `obs_dims`, `action_dim`; `section` names it in messages): finite statistics, positive
+    scales, one vector per observation key of its size and one of `action_dim` for "action".
 
     Raises:
-        CheckpointError: unreadable JSON, missing statistics, non-finite values, a scale <= 0, or a key
-            whose size differs from `dims`.
+        CheckpointError: obs_keys/obs_dims/action_dim that do not fit together, unreadable JSON, missing
+            statistics, non-finite values, a scale <= 0, or a key whose size differs from the config's.
     """
+    try:
+        dims = {**dict(zip(config.obs_keys, config.obs_dims, strict=True)), "action": int(config.action_dim)}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: config.yaml `{section}` obs_keys/obs_dims/action_dim are "
+                              f"inconsistent ({exc})") from None
     path = folder / "normalizer.json"
     try:
         normalizer = LinearNormalizer.load(path)
@@ -237,13 +244,7 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
         raise CheckpointError(f"checkpoint {folder}: unknown policy_class {config.get('policy_class')!r}")
     policy_cls, config_cls = POLICY_CLASSES[config["policy_class"]]
     policy_config = config_section(config_cls, config, "policy", folder)
-    try:
-        dims = {**dict(zip(policy_config.obs_keys, policy_config.obs_dims, strict=True)),
-                "action": int(policy_config.action_dim)}
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {folder}: config.yaml `policy` obs_keys/obs_dims/action_dim are "
-                              f"inconsistent ({exc})") from None
-    normalizer = load_normalizer(folder, dims)
+    normalizer = load_normalizer(folder, policy_config, "policy")
 
     def weights(policy) -> dict[Path, torch.nn.Module]:
         out = {folder / ("ema.safetensors" if use_ema else "model.safetensors"): _weights(policy)}

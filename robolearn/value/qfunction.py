@@ -213,12 +213,7 @@ def load_q_function(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError(f"{folder} is not a Q-function checkpoint (value_class "
                               f"{config.get('value_class')!r}; policy checkpoints go to checkpoint=, not value=)")
     q_config = config_section(QFunctionConfig, config, "q_function", folder)
-    try:
-        dims = {**dict(zip(q_config.obs_keys, q_config.obs_dims, strict=True)), "action": int(q_config.action_dim)}
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {folder}: config.yaml `q_function` obs_keys/obs_dims/action_dim are "
-                              f"inconsistent ({exc})") from None
-    normalizer = load_normalizer(folder, dims)
+    normalizer = load_normalizer(folder, q_config, "q_function")
 
     def weights(q) -> dict:
         out = {folder / "model.safetensors": q.critics}
