@@ -11,11 +11,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.errors import UserError
 
 _MISSING = object()
+
+
+def finite_number(value) -> float | None:
+    """`value` as a float if it is a finite real number (a Python or numpy int or float, not a bool, not
+    text), else None. The one test behind every "must be a finite number" check in robolearn."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class Float:
         if value is None:
             return None if self.optional else "expected a number, got null"
         expected = f"expected a finite number{_range(self.min, self.max, self.min_open)}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if finite_number(value) is None:
             return expected
         if self.min is not None and (value < self.min or (self.min_open and value == self.min)):
             return expected

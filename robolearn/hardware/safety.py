@@ -17,11 +17,11 @@ the filter's state exactly as it was, so a bad input can never poison later comm
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from robolearn.config_checks import finite_number
 from robolearn.sim.arm import JointLimits
 
 
@@ -193,15 +193,14 @@ def positive_seconds(value, name: str) -> float:
     Raises:
         ValueError: not a number (bools and text included), NaN, inf, or <= 0; the message names `name`.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    seconds = finite_number(value)
+    if seconds is None or seconds <= 0:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
-    return value
+    return seconds
 
 
 def _check_time(now) -> float:
-    if isinstance(now, bool) or not isinstance(now, (int, float, np.integer, np.floating)) or not math.isfinite(now):
+    seconds = finite_number(now)
+    if seconds is None:
         raise ValueError(f"now must be a finite time in s, got {now!r}")
-    return float(now)
+    return seconds

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from robolearn.config_checks import finite_number
 from robolearn.errors import CheckpointError, UserError
 from robolearn.hardware.safety import positive_seconds
 from robolearn.ros.msgs import (
@@ -58,15 +59,15 @@ def check_timing(params: dict, durations: Iterable[str] = (), non_negative: Iter
     Raises:
         ValueError: the first invalid parameter, named with the value found and what was expected.
     """
-    hz = params["control_hz"]
-    if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or not 0 < hz <= MAX_CONTROL_HZ:
-        raise ValueError(f"control_hz must be a finite rate in (0, {MAX_CONTROL_HZ:g}] Hz, got {hz!r}")
+    hz = finite_number(params["control_hz"])
+    if hz is None or not 0 < hz <= MAX_CONTROL_HZ:
+        raise ValueError(f"control_hz must be a finite rate in (0, {MAX_CONTROL_HZ:g}] Hz, got {params['control_hz']!r}")
     for name in durations:
         positive_seconds(params[name], name)
     for name in non_negative:
-        value = params[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        value = finite_number(params[name])
+        if value is None or value < 0:
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {params[name]!r}")
 
 
 class RateLimitedLog:
