@@ -25,9 +25,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import robolearn
 from robolearn.datasets.replay_buffer import DatasetError
 from robolearn.errors import CheckpointError, UserError
+from robolearn.paths import config_dir
 
 USAGE = """usage: robolearn <command> [hydra overrides ...]
 
@@ -55,31 +55,6 @@ Examples:
   robolearn train-value dataset=data/lift_mixed.zarr algorithm=cal_ql
   robolearn eval checkpoint=runs/.../checkpoints/best value=runs/lift_value_cal_ql/checkpoints/latest rerank.k=16
 """
-
-
-def config_dir() -> Path:
-    """The hydra config folder: inside the installed wheel, else the source checkout's `configs/`,
-    else (a colcon build in a ROS 2 workspace) the package's share folder from the ament index.
-
-    The ament index is asked only when neither local folder exists, and an index that cannot answer
-    (`ament_index_python` installed with `AMENT_PREFIX_PATH` unset raises OSError) is skipped.
-
-    Raises:
-        FileNotFoundError: no config folder anywhere.
-    """
-    package = Path(robolearn.__file__).resolve().parent
-    for candidate in (package / "configs", package.parent / "configs"):
-        if (candidate / "collect.yaml").is_file():
-            return candidate
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidate = Path(get_package_share_directory("robolearn")) / "configs"
-        if (candidate / "collect.yaml").is_file():
-            return candidate
-    except (ImportError, LookupError, OSError, ValueError):
-        pass
-    raise FileNotFoundError(f"robolearn's hydra configs were not found next to {package} or in the ament index")
 
 
 #: Errors that describe bad input (a path, a dataset, a checkpoint, an option, a dataset another

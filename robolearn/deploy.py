@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.errors import UserError
+from robolearn.paths import config_dir
 from robolearn.ros.params import write_parameters_file
 
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
@@ -34,8 +35,6 @@ GRAPHS = {
 
 def ros_params_dir() -> Path:
     """The folder of the ROS 2 parameter YAMLs (configs/ros, shipped in the wheel)."""
-    from robolearn.cli import config_dir
-
     return config_dir() / "ros"
 
 

@@ -16,27 +16,26 @@ from safetensors.torch import load_file
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from robolearn.collect import collect_dataset
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer, SequenceDataset
+from robolearn.datasets.collection import collect_dataset
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.devices import pick_device
-from robolearn.errors import UserError
-from robolearn.evaluate import evaluate_policy, format_results, selection_eval
+from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
-from robolearn.policies import EMA, DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.policies import EMA
 from robolearn.policies.checkpoint import (
     CheckpointManager,
     load_policy,
     numpy_rng_state,
-    optimizer_from_safetensors,
-    optimizer_to_safetensors,
     restore_numpy_rng,
     save_policy,
 )
+from robolearn.policies.config import config_from_target
 from robolearn.policies.diffusion import check_dataset_matches
-
-POLICY_CONFIG_KEYS = set(DiffusionPolicyConfig.__dataclass_fields__) - {"obs_keys", "obs_dims", "action_dim"}
+from robolearn.policies.train_state import TrainState
+from robolearn.sim.evaluation import evaluate_policy, format_results, selection_eval
+from robolearn.tasks import Task, load_task
 
 #: types and ranges of the values `robolearn train` takes (configs/train.yaml, configs/policy/diffusion_*.yaml)
 TRAIN_RULES = {
@@ -87,7 +86,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def validation_loss(policy: DiffusionPolicy, val: SequenceDataset, device: torch.device, batch_size: int,
+def validation_loss(policy, val: SequenceDataset, device: torch.device, batch_size: int,
                     seed: int) -> float:
     """Mean denoising loss over every validation window, with fixed noise (comparable across steps)."""
     if len(val) == 0:
@@ -117,67 +116,72 @@ def train(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float) -> dict:
     tc, ec = cfg.training, cfg.eval
-    env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
+    task = load_task(cfg.task)
+    env_kwargs = task.env_kwargs
     dataset_path = Path(cfg.dataset)
 
     if not dataset_path.exists():
         if not cfg.collect_if_missing:
             raise UserError(f"dataset {dataset_path} not found (collect_if_missing=false)")
         print(f"dataset {dataset_path} is missing: collecting it with the scripted expert")
-        collect_dataset(dataset_path, cfg.task.env_id, env_kwargs, n_episodes=int(cfg.collect.n_episodes),
-                        seed=int(cfg.collect.seed))
+        collect_dataset(dataset_path, task, n_episodes=int(cfg.collect.n_episodes), seed=int(cfg.collect.seed))
     t_collected = time.perf_counter()
 
     pc = cfg.policy
-    if not str(pc.name).startswith("diffusion"):
-        raise UserError(f"robolearn train trains Diffusion Policies (policy=diffusion_unet, diffusion_unet_ddpm20); "
-                        f"policy={pc.name} belongs to robolearn finetune")
-    data = SequenceDataset(dataset_path, list(cfg.task.obs_keys), cfg.task.action_key, horizon=pc.horizon,
+    for key in ("horizon", "n_obs_steps", "n_action_steps"):
+        if key not in pc:
+            raise UserError(f"robolearn train trains policies by denoising action sequences (policy=diffusion_unet, "
+                            f"diffusion_unet_ddpm20); policy={pc.get('name')} has no `{key}`")
+    data = SequenceDataset(dataset_path, task.obs_keys, task.action_key, horizon=pc.horizon,
                            n_obs_steps=pc.n_obs_steps, n_action_steps=pc.n_action_steps, val_ratio=tc.val_ratio,
                            seed=cfg.seed, max_train_episodes=tc.max_train_episodes)
     val = data.validation()
-    has_sim = cfg.task.env_id is not None  # a real robot's task has no simulator to evaluate in
+    try:
+        policy_cfg = config_from_target(OmegaConf.to_container(pc, resolve=True), obs_features=task.features_spec,
+                                        action_dim=data.action_dim)
+        check_dataset_matches(policy_cfg, data)
+    except ValueError as exc:
+        raise UserError(f"policy={pc.get('name')}: {exc}") from None
+    has_sim = task.env_id is not None  # a real robot's task has no simulator to evaluate in
     if has_sim:
-        check_dataset_fits_env(data, cfg.task.env_id, env_kwargs)
+        check_dataset_fits_env(data, task)
     torch.manual_seed(cfg.seed)
-    policy_cfg = DiffusionPolicyConfig(obs_keys=list(cfg.task.obs_keys), obs_dims=list(data.obs_dims.values()),
-                                       action_dim=data.action_dim,
-                                       **{k: v for k, v in OmegaConf.to_container(pc).items() if k in POLICY_CONFIG_KEYS})
     checkpoints = CheckpointManager(run_dir / "checkpoints")
     if checkpoints.latest is not None and not cfg.resume:
         raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
     # A resumed run keeps the normalizer it was trained with; only a new run fits one.
     normalizer = (LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest is not None
                   else data.fit_normalizer())
-    policy = DiffusionPolicy(policy_cfg, normalizer).to(device)
+    policy = policy_cfg.build(normalizer).to(device)
+    if not hasattr(policy, "compute_loss"):
+        raise UserError(f"policy={pc.get('name')} ({type(policy).__name__}) is not trained by denoising; "
+                        "robolearn finetune trains it")
     ema = EMA(policy, power=tc.ema.power, inv_gamma=tc.ema.inv_gamma, max_decay=tc.ema.max_decay)
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
-                                  weight_decay=tc.weight_decay)
+    # every trainable module of the policy: the denoiser, the observation encoder (image encoders), ...
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)
     batches = BatchStream(len(data), tc.batch_size, np.random.default_rng(cfg.seed))
-    saved_config = {"policy": OmegaConf.to_container(pc), "task": OmegaConf.to_container(cfg.task, resolve=True),
+    state = TrainState(optimizers={"policy": optimizer}, schedulers={"lr": scheduler})
+    saved_config = {"policy": OmegaConf.to_container(pc, resolve=True),
+                    "task": OmegaConf.to_container(cfg.task, resolve=True),
                     "dataset": str(dataset_path), "dataset_fingerprint": data.fingerprint(),
                     "training": OmegaConf.to_container(tc)}
 
-    step, best_success = 0, -1.0
+    step, best = 0, -1.0
     if checkpoints.latest is not None:
-        step, best_success = resume(checkpoints, saved_config, data, policy, ema, optimizer, scheduler, batches,
-                                    allow_dataset_change=bool(cfg.allow_dataset_change))
+        step, best = resume(checkpoints, saved_config, data, policy, ema, state, batches,
+                            allow_dataset_change=bool(cfg.allow_dataset_change))
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
-    n_params = sum(p.numel() for p in policy.model.parameters())
-    print(f"training {n_params / 1e6:.2f}M-parameter U-Net on {device} ({torch.get_num_threads()} threads): "
-          f"{len(data)} train / {len(val)} val windows from {dataset_path}")
+    n_params = sum(p.numel() for p in params)
+    print(f"training a {n_params / 1e6:.2f}M-parameter {type(policy).__name__} on {device} "
+          f"({torch.get_num_threads()} threads): {len(data)} train / {len(val)} val windows from {dataset_path}")
     writer = SummaryWriter(str(run_dir / "tb"))
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
 
     def save(at_step: int, is_best: bool) -> None:
-        opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
-        tensors = {**opt_tensors, "torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            tensors["cuda_rng"] = torch.cuda.get_rng_state()
-        meta = {"step": at_step, "best_success": best_success, "ema_step": ema.step, "optimizer": opt_meta,
-                "scheduler": scheduler.state_dict(), "batches": batches.state()}
+        tensors, meta = state.pack(step=at_step, best=best, ema_step=ema.step, batches=batches.state())
         checkpoints.save(at_step, lambda folder: save_policy(folder, policy, ema.averaged, saved_config),
                          tensors, meta, is_best=is_best)
 
@@ -190,7 +194,7 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
         loss = policy.compute_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         optimizer.step()
         scheduler.step()
         ema.update(policy)
@@ -207,8 +211,8 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
             writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
         is_best = False
         if has_sim and ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
-            _, is_best, best_success = selection_eval(ema.averaged, cfg.task.env_id, selection_seeds, env_kwargs,
-                                                      writer, step, best_success, f"step {step}: selection eval")
+            _, is_best, best = selection_eval(ema.averaged, task.env_id, selection_seeds, env_kwargs, writer, step,
+                                              best, f"step {step}: selection eval", metric=task.metric)
         if step % tc.checkpoint_every == 0 or step == tc.steps or is_best:
             save(step, is_best)
         writer.flush()
@@ -218,7 +222,7 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
     final_ckpt = checkpoints.best or checkpoints.latest
     if not has_sim or not ec.final_n_episodes:
         writer.close()
-        print(f"\ncheckpoint: {final_ckpt}  (no simulator evaluation for task {cfg.task.name})")
+        print(f"\ncheckpoint: {final_ckpt}  (no simulator evaluation for task {task.name})")
         print(f"logs:       tensorboard --logdir {run_dir / 'tb'}")
         print(f"time: train {train_seconds / 60:.1f} min (this run)")
         return {"checkpoint": str(final_ckpt.resolve()), "train_steps": step}
@@ -226,12 +230,13 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
     print(f"final evaluation of {final_ckpt.resolve().name} ({'best' if checkpoints.best else 'latest'}) "
           f"on {len(final_seeds)} held-out test seeds from {ec.seed}")
     final_policy = load_policy(final_ckpt, device=device)
-    results = evaluate_policy(final_policy, cfg.task.env_id, final_seeds, env_kwargs,
+    results = evaluate_policy(final_policy, task.env_id, final_seeds, env_kwargs,
                               video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
     results.update(checkpoint=str(final_ckpt.resolve()), train_steps=step,
                    train_seconds_this_run=train_seconds, collect_seconds=t_collected - t_start)
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     writer.add_scalar("eval/final_success_rate", results["success_rate"], step)
+    writer.add_scalar("eval/final_mean_score", results["mean_score"], step)
     writer.close()
     print(f"\n{format_results(results)}")
     print(f"checkpoint: {final_ckpt}  (latest: {checkpoints.latest})")
@@ -243,46 +248,37 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
     return results
 
 
-def check_dataset_fits_env(data: SequenceDataset, env_id: str, env_kwargs: dict) -> None:
-    """Before the first step: the dataset's observation and action sizes must fit the task's env.
+def check_dataset_fits_env(data: SequenceDataset, task: Task) -> None:
+    """Before the first step: the dataset's observation shapes and action size must fit the task's env.
 
     Raises:
-        UserError: an observation key the env does not provide, or a size that differs (naming the key,
-            the dataset's size and the env's).
+        UserError: an observation key the env does not provide, or a shape or size that differs (naming the
+            key, the dataset's shape and the env's).
     """
-    import gymnasium as gym
-
-    import robolearn.sim  # noqa: F401  (registers the envs)
-
-    env = gym.make(env_id, **env_kwargs)
     try:
-        spaces = getattr(env.observation_space, "spaces", {})
-        for key, dim in data.obs_dims.items():
-            if key not in spaces:
-                raise UserError(f"dataset {data.path}: observation `{key}` is not provided by {env_id} "
-                                f"(it has {sorted(spaces)})")
-            expected = int(np.prod(spaces[key].shape))
-            if dim != expected:
-                raise UserError(f"dataset {data.path}: observation `{key}` has dimension {dim}, but {env_id} "
-                                f"gives {expected}; this dataset does not belong to this task")
-        expected = int(np.prod(env.action_space.shape))
-        if data.action_dim != expected:
-            raise UserError(f"dataset {data.path}: `{data.action_key}` has dimension {data.action_dim}, but "
-                            f"{env_id} takes actions of dimension {expected}")
-    finally:
-        env.close()
+        shapes, _ = task.env_shapes()
+        for key in task.obs_keys:
+            if key not in shapes:
+                raise ValueError(f"observation `{key}` is not provided by {task.env_id} (it has {sorted(shapes)})")
+            if tuple(data.obs_shapes[key]) != tuple(shapes[key]):
+                raise ValueError(f"observation `{key}` has shape {list(data.obs_shapes[key])}, but {task.env_id} "
+                                 f"gives {list(shapes[key])}; this dataset does not belong to this task")
+        task.check_action_dim(data.action_dim, f"dataset {data.path}")
+    except ValueError as exc:
+        raise UserError(f"dataset {data.path}: {exc}" if str(data.path) not in str(exc) else str(exc)) from None
 
 
-def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDataset, policy, ema, optimizer,
-           scheduler, batches: BatchStream, allow_dataset_change: bool = False) -> tuple[int, float]:
-    """Load model, EMA, optimizer, scheduler, batch order and RNG state from `latest`.
+def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDataset, policy, ema: EMA,
+           state: TrainState, batches: BatchStream, allow_dataset_change: bool = False) -> tuple[int, float]:
+    """Load the policy (every module), EMA, optimizer, scheduler, batch order and RNG state from `latest`.
 
     The dataset must be the one the run was trained on, compared by content (`SequenceDataset.fingerprint`:
     episodes, steps, a hash of the data), not by path. With `allow_dataset_change` a changed dataset is
     accepted: training continues with the run's saved normalizer and a new batch order.
 
     Raises:
-        UserError: another policy config, or a changed dataset without `allow_dataset_change`.
+        UserError: another policy config, a changed dataset without `allow_dataset_change`, or a train state
+            this version cannot resume.
     """
     folder = checkpoints.latest
     saved = yaml.safe_load((folder / "config.yaml").read_text())
@@ -300,19 +296,17 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
         print(f"note: the dataset changed since {folder} ({describe_fingerprint(old)} -> "
               f"{describe_fingerprint(new)}): continuing with the run's normalizer and a new batch order")
     try:
-        check_dataset_matches(DiffusionPolicyConfig.from_dict(saved["policy"]), data)
+        check_dataset_matches(policy.config, data)
     except ValueError as exc:
         raise UserError(f"cannot resume {folder}: {exc}") from exc
-    policy.model.load_state_dict(load_file(folder / "model.safetensors"))
-    ema.averaged.model.load_state_dict(load_file(folder / "ema.safetensors"))
-    tensors, meta = checkpoints.load_train_state(folder)
-    optimizer_from_safetensors(optimizer, tensors, meta["optimizer"])
-    scheduler.load_state_dict(meta["scheduler"])
+    try:
+        counters = state.restore(*checkpoints.load_train_state(folder))
+    except CheckpointError as exc:
+        raise UserError(f"cannot resume {folder}: {exc}") from None
+    policy.load_state_dict(load_file(folder / "model.safetensors"))
+    ema.averaged.load_state_dict(load_file(folder / "ema.safetensors"))
     if same:
-        batches.restore(meta["batches"])
-    torch.set_rng_state(tensors["torch_rng"])
-    if "cuda_rng" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["cuda_rng"])
-    ema.step = int(meta["ema_step"])
-    best = meta["best_success"]
-    return int(meta["step"]), (-1.0 if best is None or math.isnan(best) else float(best))
+        batches.restore(counters["batches"])
+    ema.step = int(counters["ema_step"])
+    best = counters["best"]
+    return int(counters["step"]), (-1.0 if best is None or math.isnan(best) else float(best))

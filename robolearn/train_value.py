@@ -23,13 +23,14 @@ from robolearn.datasets import LinearNormalizer
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
 from robolearn.devices import pick_device
-from robolearn.errors import UserError
+from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import (
     CheckpointManager,
-    optimizer_from_safetensors,
-    optimizer_to_safetensors,
 )
+from robolearn.policies.features import check_features
+from robolearn.policies.train_state import TrainState
+from robolearn.tasks import load_task
 from robolearn.value import (
     ChunkTransitions,
     OfflineQConfig,
@@ -38,7 +39,6 @@ from robolearn.value import (
     QFunctionConfig,
     save_q_function,
 )
-
 
 #: types and ranges of the values `robolearn train-value` takes (configs/train_value.yaml)
 TRAIN_VALUE_RULES = {
@@ -83,12 +83,17 @@ def _train_value(cfg: DictConfig) -> dict:
         raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
     # a resumed run keeps the normalizer it was trained with; only a new run fits one
     normalizer = LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest else None
-    data = ChunkTransitions(dataset, list(cfg.task.obs_keys), int(cfg.n_obs_steps), int(cfg.n_action_steps),
+    task = load_task(cfg.task)
+    data = ChunkTransitions(dataset, task.obs_keys, int(cfg.n_obs_steps), int(cfg.n_action_steps),
                             gamma=float(cfg.gamma), reward_convention=cfg.reward.convention,
                             num_final_steps=int(cfg.reward.num_final_steps),
                             failed_episodes=list(cfg.reward.failed_episodes or []), normalizer=normalizer)
+    try:
+        check_features(task.obs_features, data.obs_shapes, f"dataset {dataset}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     torch.manual_seed(cfg.seed)
-    q_config = QFunctionConfig(obs_keys=list(cfg.task.obs_keys), obs_dims=data.obs_dims, action_dim=data.action_dim,
+    q_config = QFunctionConfig(obs_features=task.features_spec, action_dim=data.action_dim,
                                n_obs_steps=int(cfg.n_obs_steps), n_action_steps=int(cfg.n_action_steps),
                                hidden=list(cfg.network.hidden), n_critics=int(cfg.network.n_critics),
                                layer_norm=bool(cfg.network.layer_norm), algorithm=cfg.algorithm)
@@ -102,16 +107,14 @@ def _train_value(cfg: DictConfig) -> dict:
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     sampler = torch.Generator().manual_seed(int(cfg.seed) + 1)
 
+    state = TrainState(optimizers={"q": learner.optimizer}, generators={"noise": generator, "batches": sampler})
     step = 0
     if checkpoints.latest is not None:
-        step = resume(checkpoints.latest, saved_config, q, learner, generator, sampler)
+        step = resume(checkpoints.latest, saved_config, q, learner, state)
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
     def save(at_step: int) -> None:
-        opt_tensors, opt_meta = optimizer_to_safetensors(learner.optimizer)
-        tensors = {**opt_tensors, "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
-                   "sampler": sampler.get_state()}
-        meta = {"step": at_step, "optimizer": opt_meta}
+        tensors, meta = state.pack(step=at_step)
         checkpoints.save(at_step, lambda folder: save_q_function(folder, q, learner.target, saved_config),
                          tensors, meta)
 
@@ -125,7 +128,7 @@ def _train_value(cfg: DictConfig) -> dict:
     stats: dict[str, float] = {}
     while step < int(tc.steps):
         ids = torch.randint(0, len(data), (int(tc.batch_size),), generator=sampler)
-        stats = learner.update(data.batch(ids, device), generator)
+        stats = learner.update(data.batch(ids, device, q.encode_obs), generator)
         step += 1
         bar.update(1)
         if step % int(tc.log_every) == 0:
@@ -154,7 +157,7 @@ def dataset_q_summary(q: QFunction, data: ChunkTransitions, device: torch.device
     values = []
     for start in range(0, len(data), 4096):
         ids = torch.arange(start, min(start + 4096, len(data)))
-        b = data.batch(ids, device)
+        b = data.batch(ids, device, q.encode_obs)
         values.append(q(b["cond"], b["chunk"]).min(dim=0).values.cpu())
     values = torch.cat(values).numpy()
     lengths = np.diff(np.concatenate([[0], data.episode_ends]))
@@ -163,9 +166,9 @@ def dataset_q_summary(q: QFunction, data: ChunkTransitions, device: torch.device
             "q_failed_episodes": float(values[~step_success].mean()) if (~step_success).any() else float("nan")}
 
 
-def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLearner, generator: torch.Generator,
-           sampler: torch.Generator) -> int:
-    """Restore weights, target, optimizer and RNG states from a checkpoint folder; returns its step.
+def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLearner, state: TrainState) -> int:
+    """Restore weights (with the observation encoder), target, optimizer and RNG states from a checkpoint
+    folder; returns its step.
 
     Raises:
         UserError: the run was trained with another Q-function config, or on a dataset whose content
@@ -180,13 +183,12 @@ def resume(folder: Path, saved_config: dict, q: QFunction, learner: OfflineQLear
         raise UserError(f"{folder} was trained on a different dataset than {saved_config['dataset']} is now "
                         f"({describe_fingerprint(old)} -> {describe_fingerprint(saved_config['dataset_fingerprint'])}); "
                         "pass another run_name= to start a new run")
-    q.critics.load_state_dict(load_file(folder / "model.safetensors"))
+    try:
+        counters = state.restore(*CheckpointManager.load_train_state(folder))
+    except CheckpointError as exc:
+        raise UserError(f"cannot resume {folder}: {exc}") from None
+    q.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
     learner.target.load_state_dict(load_file(folder / "target.safetensors"))
     if q.value is not None:
         q.value.load_state_dict(load_file(folder / "value.safetensors"))
-    tensors, meta = CheckpointManager.load_train_state(folder)
-    optimizer_from_safetensors(learner.optimizer, tensors, meta["optimizer"])
-    torch.set_rng_state(tensors["torch_rng"])
-    generator.set_state(tensors["generator"])
-    sampler.set_state(tensors["sampler"])
-    return int(meta["step"])
+    return int(counters["step"])

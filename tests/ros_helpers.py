@@ -8,6 +8,7 @@ import torch
 from robolearn.datasets import LinearNormalizer
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.checkpoint import save_policy
+from robolearn.policies.features import low_dim_spec
 from robolearn.ros.transport import DEFAULT_QOS
 from robolearn.sim.lift import HOME_QPOS
 
@@ -46,7 +47,7 @@ class FakeTransport:
 def tiny_lift_checkpoint(folder, n_action_steps=4):
     """An untrained Lift-shaped policy (it publishes plausible joint targets; it does not solve Lift)."""
     torch.manual_seed(0)
-    config = DiffusionPolicyConfig(obs_keys=list(OBS_DIMS), obs_dims=list(OBS_DIMS.values()), action_dim=6, horizon=8,
+    config = DiffusionPolicyConfig(obs_features=low_dim_spec(OBS_DIMS), action_dim=6, horizon=8,
                                    n_obs_steps=2, n_action_steps=n_action_steps, down_dims=[16, 32],
                                    step_embed_dim=16, num_inference_steps=3)
     rng = np.random.default_rng(0)

@@ -13,12 +13,13 @@ import torch
 from robolearn.datasets import LinearNormalizer, ReplayBuffer, SequenceDataset
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
 from robolearn.policies.checkpoint import CheckpointError, load_policy, save_policy
+from robolearn.policies.features import ObsFeature, low_dim_spec
 from robolearn.policies.runner import PolicyRunner
 
 
 def tiny_policy(obs_dim=3, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4, seed=0, **kw):
     torch.manual_seed(seed)
-    config = DiffusionPolicyConfig(obs_keys=["state"], obs_dims=[obs_dim], action_dim=action_dim, horizon=horizon,
+    config = DiffusionPolicyConfig(obs_features=low_dim_spec({"state": obs_dim}), action_dim=action_dim, horizon=horizon,
                                    n_obs_steps=n_obs_steps, n_action_steps=n_action_steps, down_dims=[16, 32],
                                    step_embed_dim=16, **kw)
     normalizer = LinearNormalizer.fit({"state": np.random.default_rng(0).uniform(-1, 1, (50, obs_dim)),
@@ -35,7 +36,7 @@ def test_bimodal_actions_land_on_the_modes_not_between():
     """Each demonstration moves to +0.8 or to -0.8 from the same observation: a mean-seeking
     regressor would answer 0; the diffusion policy must answer one of the two modes."""
     torch.manual_seed(0)
-    config = DiffusionPolicyConfig(obs_keys=["state"], obs_dims=[1], action_dim=1, horizon=4, n_obs_steps=1,
+    config = DiffusionPolicyConfig(obs_features=low_dim_spec({"state": 1}), action_dim=1, horizon=4, n_obs_steps=1,
                                    n_action_steps=4, down_dims=[16, 32], step_embed_dim=16, num_inference_steps=10)
     normalizer = LinearNormalizer.fit({"state": np.array([[0.0], [1.0]]), "action": np.array([[-1.0], [1.0]])})
     policy = DiffusionPolicy(config, normalizer)
@@ -85,7 +86,7 @@ def test_executed_chunk_starts_at_the_latest_observation():
 
 def test_runner_keeps_history_and_queue():
     class Recorder:
-        obs_keys, n_obs_steps = ["state"], 2
+        obs_features, n_obs_steps = {"state": ObsFeature((1,))}, 2
 
         def __init__(self):
             self.calls = []
@@ -167,7 +168,7 @@ def test_dataset_that_does_not_match_the_policy_is_a_clear_error(tmp_path):
     for i in range(3):
         rb.add_episode({"state": np.zeros((12, 4), np.float32), "action": np.zeros((12, 2), np.float32)})
     data = SequenceDataset(tmp_path / "b.zarr", ["state"], horizon=8, n_obs_steps=2, n_action_steps=4)
-    with pytest.raises(ValueError, match=r"observation `state` has dimension 4, the policy expects 3"):
+    with pytest.raises(ValueError, match=r"observation `state` has shape \[4\], expected \[3\] \(low_dim\)"):
         check_dataset_matches(tiny_policy(obs_dim=3).config, data)
     with pytest.raises(ValueError, match=r"action has dimension 2, the policy expects 5"):
         check_dataset_matches(tiny_policy(obs_dim=4, action_dim=5).config, data)

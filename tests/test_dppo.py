@@ -9,21 +9,27 @@ import torch
 from omegaconf import OmegaConf
 
 from robolearn.datasets import LinearNormalizer
-from robolearn.finetune import DiffusionAgent, actor_lr_scheduler, ppo_update, with_fine_tuning
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.policies.features import low_dim_spec
 from robolearn.rl.dppo import DPPOActor
-from robolearn.rl.ppo import ValueCritic, clip_schedule, compute_gae
+from robolearn.rl.dppo_agent import DiffusionAgent, DPPOConfig, with_fine_tuning
+from robolearn.rl.ppo import (
+    ValueCritic,
+    actor_lr_scheduler,
+    clip_schedule,
+    compute_gae,
+    ppo_update,
+)
 
-DPPO_CFG = OmegaConf.create({"min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1, "randn_clip": 3.0,
-                             "eta": 1.0, "gamma_denoising": 0.99, "clip_base": 0.001, "clip_final": 0.01,
-                             "clip_rate": 3.0, "bc_coef": 0.0})
+DPPO_CFG = DPPOConfig(min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, randn_clip=3.0, eta=1.0,
+                      gamma_denoising=0.99, clip_base=0.001, clip_final=0.01, clip_rate=3.0, bc_coef=0.0)
 PPO_CFG = OmegaConf.create({"update_epochs": 4, "minibatch_size": 64, "norm_adv": True, "vf_coef": 0.5,
                             "max_grad_norm": 1.0, "target_kl": 1.0})
 
 
 def pretrained(sampler="ddpm", steps=20, train_steps=20, seed=0):
     torch.manual_seed(seed)
-    config = DiffusionPolicyConfig(obs_keys=["state"], obs_dims=[2], action_dim=2, horizon=8, n_obs_steps=2,
+    config = DiffusionPolicyConfig(obs_features=low_dim_spec({"state": 2}), action_dim=2, horizon=8, n_obs_steps=2,
                                    n_action_steps=4, down_dims=[16, 32], step_embed_dim=16,
                                    num_train_timesteps=train_steps, sampler=sampler, num_inference_steps=steps)
     normalizer = LinearNormalizer.fit({"state": np.array([[0.0, 0.0], [1.0, 1.0]]),
@@ -139,7 +145,7 @@ def test_dppo_raises_the_bandit_return_and_keeps_early_steps_frozen():
     policy = with_fine_tuning(pretrained(seed=3), 10)
     frozen = {k: v.clone() for k, v in policy.model.state_dict().items()}
     tuned_before = {k: v.clone() for k, v in policy.ft_model.state_dict().items()}
-    cfg = OmegaConf.merge(DPPO_CFG, {"clip_base": 0.1, "clip_final": 0.2})
+    cfg = DPPOConfig.from_dict({**DPPO_CFG.to_dict(), "clip_base": 0.1, "clip_final": 0.2})
     agent = DiffusionAgent(policy, cfg)
     critic = ValueCritic(4, (32,))
     actor_opt = torch.optim.Adam(agent.params, lr=3e-3)

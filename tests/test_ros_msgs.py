@@ -139,7 +139,11 @@ def test_ros2_parameter_rules_without_rclpy(tmp_path):
 
 
 def test_deploy_parameter_file_puts_overrides_in_node_sections(tmp_path):
-    from robolearn.ros.params import merged_parameters, typed_launch_arguments, write_parameters_file
+    from robolearn.ros.params import (
+        merged_parameters,
+        typed_launch_arguments,
+        write_parameters_file,
+    )
 
     base = tmp_path / "graph.yaml"
     base.write_text("/**:\n  ros__parameters:\n    control_hz: 20.0\n"

@@ -17,6 +17,7 @@ import yaml
 from ros_helpers import FakeTransport, tiny_lift_checkpoint
 
 from robolearn.datasets import ReplayBuffer
+from robolearn.policies.features import ObsFeature
 from robolearn.ros.__main__ import NODES
 from robolearn.ros.msgs import (
     Bool,
@@ -142,7 +143,7 @@ def test_action_schedule_drops_stale_actions():
 class SlowPolicy:
     """A 'policy' whose inference takes 120 ms (more than two 50 ms periods); action i of a chunk is i."""
 
-    obs_keys, n_obs_steps, n_action_steps = ["joint_pos"], 2, 8
+    obs_features, n_obs_steps, n_action_steps = {"joint_pos": ObsFeature((6,))}, 2, 8
     device = torch.device("cpu")
 
     def predict_action(self, obs, generator=None):

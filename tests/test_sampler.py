@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from robolearn.datasets import LinearNormalizer, ReplayBuffer, SequenceDataset, SequenceSampler, episode_split
+from robolearn.datasets import (
+    LinearNormalizer,
+    ReplayBuffer,
+    SequenceDataset,
+    SequenceSampler,
+    episode_split,
+)
 
 
 @pytest.fixture

@@ -5,12 +5,20 @@ import time
 import numpy as np
 import pytest
 
-from robolearn.cli import config_dir
-from robolearn.hardware.bus import BusError, BusTimeout, DynamixelBus, FeetechBus, ServoError, stuff, unstuff
+from robolearn.hardware.bus import (
+    BusError,
+    BusTimeout,
+    DynamixelBus,
+    FeetechBus,
+    ServoError,
+    stuff,
+    unstuff,
+)
 from robolearn.hardware.bus_arm import BusArm
 from robolearn.hardware.calibration import ArmCalibration, JointCalibration
 from robolearn.hardware.emulator import ServoBusEmulator
 from robolearn.hardware.robot import RobotError
+from robolearn.paths import config_dir
 
 BUSES = [("feetech", FeetechBus), ("dynamixel", DynamixelBus)]
 

@@ -9,18 +9,26 @@ import time
 
 import numpy as np
 import pytest
+from test_train_cli import TINY, run
 
-from robolearn.cli import config_dir
 from robolearn.datasets import ReplayBuffer
 from robolearn.hardware.bus import FeetechBus
 from robolearn.hardware.bus_arm import BusArm
 from robolearn.hardware.calibration import ArmCalibration
 from robolearn.hardware.emulator import ServoBusEmulator
 from robolearn.hardware.robot import RobotObservation
-from robolearn.hardware.teleop import (GRIPPER_CLOSED, GRIPPER_OPEN, CartesianMapper, KeyboardTeleop,
-                                       LeaderArmTeleop, TeleopCommand, gamepad_command, spacemouse_command)
+from robolearn.hardware.teleop import (
+    GRIPPER_CLOSED,
+    GRIPPER_OPEN,
+    CartesianMapper,
+    KeyboardTeleop,
+    LeaderArmTeleop,
+    TeleopCommand,
+    gamepad_command,
+    spacemouse_command,
+)
+from robolearn.paths import config_dir
 from robolearn.sim.lift import HOME_QPOS
-from test_train_cli import TINY, run
 
 
 def obs_at(q):

@@ -13,6 +13,7 @@ from test_diffusion_policy import tiny_policy
 
 from robolearn.datasets import LinearNormalizer, ReplayBuffer
 from robolearn.datasets.rewards import episode_success, label_rewards
+from robolearn.policies.features import ObsEncoder, ObsFeature, low_dim_spec
 from robolearn.value import (
     ChunkTransitions,
     OfflineQConfig,
@@ -82,9 +83,11 @@ def test_chunk_transitions_sum_rewards_stop_at_terminals_and_pad(tmp_path):
     def action(x):
         return data.normalizer.normalize("action", np.array(x, np.float32)[:, None]).ravel()
 
-    np.testing.assert_allclose(data.cond[0].numpy(), state([0, 0]))  # history edge-padded at the start
-    np.testing.assert_allclose(data.next_cond[0].numpy(), state([1, 2]))  # t + Ta = 2
-    np.testing.assert_allclose(data.next_cond[4].numpy(), state([3, 4]))  # clamped to the last step
+    encoder = ObsEncoder({"state": ObsFeature((1,))}, data.normalizer, n_obs_steps=2)
+    batch = data.batch(torch.arange(len(data)), torch.device("cpu"), encoder)
+    np.testing.assert_allclose(batch["cond"][0].numpy(), state([0, 0]))  # history edge-padded at the start
+    np.testing.assert_allclose(batch["next_cond"][0].numpy(), state([1, 2]))  # t + Ta = 2
+    np.testing.assert_allclose(batch["next_cond"][4].numpy(), state([3, 4]))  # clamped to the last step
     np.testing.assert_allclose(data.chunk[4].numpy(), action([40, 40]))  # chunk edge-padded at the end
     np.testing.assert_allclose(data.next_chunk[0].numpy(), action([20, 30]))
     assert data.discount[0] == pytest.approx(gamma ** 2)
@@ -114,13 +117,14 @@ def bandit_dataset(path, n_episodes=240, seed=0):
 
 def fit_q(data, algorithm="cal_ql", steps=400, seed=0, **learner_kw):
     torch.manual_seed(seed)
-    config = QFunctionConfig(obs_keys=["state"], obs_dims=data.obs_dims, action_dim=data.action_dim, n_obs_steps=1,
+    config = QFunctionConfig(obs_features=low_dim_spec({"state": data.obs_shapes["state"][0]}),
+                             action_dim=data.action_dim, n_obs_steps=1,
                              n_action_steps=1, hidden=[64, 64], algorithm=algorithm)
     q = QFunction(config, data.normalizer)
     learner = OfflineQLearner(q, OfflineQConfig(algorithm=algorithm, lr=3e-3, **learner_kw))
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        learner.update(data.batch(torch.randint(0, len(data), (128,), generator=g), torch.device("cpu")), g)
+        learner.update(data.batch(torch.randint(0, len(data), (128,), generator=g), torch.device("cpu"), q.encode_obs), g)
     return q.eval()
 
 
@@ -144,7 +148,7 @@ def test_calql_conservative_term_lowers_q_of_out_of_distribution_actions(tmp_pat
                             reward_convention="sparse")
 
     def ood_minus_data(q):
-        b = data.batch(torch.arange(len(data)), torch.device("cpu"))
+        b = data.batch(torch.arange(len(data)), torch.device("cpu"), q.encode_obs)
         g = torch.Generator().manual_seed(3)
         ood = torch.rand((len(data), 2), generator=g) * 2 - 1  # uniform in the normalized box
         with torch.no_grad():
@@ -169,8 +173,8 @@ class HandWrittenQ:
 class FixedCandidates:
     """A 'policy' whose K samples are the values 0, 1, ..., K-1 (each a constant chunk)."""
 
-    obs_keys, n_obs_steps, n_action_steps = ["state"], 1, 2
-    config = type("Config", (), {"obs_dims": [1], "action_dim": 1})()
+    obs_features, n_obs_steps, n_action_steps = {"state": ObsFeature((1,))}, 1, 2
+    config = type("Config", (), {"action_dim": 1})()
     device = torch.device("cpu")
 
     def sample_chunks(self, obs, k, generator=None):
@@ -198,11 +202,11 @@ def test_softmax_selection_tends_to_argmax_as_temperature_goes_to_zero():
 
 
 def tiny_q(policy, **overrides):
-    config = dict(obs_keys=["state"], obs_dims=[3], action_dim=2, n_obs_steps=2, n_action_steps=4, hidden=[16])
+    config = dict(obs_features=low_dim_spec({"state": 3}), action_dim=2, n_obs_steps=2, n_action_steps=4, hidden=[16])
     config.update(overrides)
     c = QFunctionConfig(**config)
     rng = np.random.default_rng(0)
-    normalizer = LinearNormalizer.fit({"state": rng.uniform(-1, 1, (50, c.obs_dims[0])),
+    normalizer = LinearNormalizer.fit({**{k: rng.uniform(-1, 1, (50, f.size)) for k, f in c.features.items()},
                                        "action": rng.uniform(-2, 2, (50, c.action_dim))})
     return QFunction(c, normalizer)
 
@@ -220,8 +224,9 @@ def test_reranking_a_diffusion_policy_with_a_q_function(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"obs_dims": [4]}, "observation `state`: the Q-function expects dimension 4, the policy's is 3"),
-    ({"obs_keys": ["cube_pos"]}, "needs observation `cube_pos`, which the policy does not use"),
+    ({"obs_features": low_dim_spec({"state": 4})},
+     r"observation `state`: the Q-function expects low_dim \[4\], the policy's is low_dim \[3\]"),
+    ({"obs_features": low_dim_spec({"cube_pos": 3})}, "needs observation `cube_pos`, which the policy does not use"),
     ({"action_dim": 3}, "action_dim: the Q-function expects 3, the policy's is 2"),
     ({"n_action_steps": 8}, "n_action_steps: the Q-function scores chunks of 8 actions, the policy executes 4"),
     ({"n_obs_steps": 3}, "n_obs_steps: the Q-function needs 3 observations, the policy keeps 2"),

@@ -46,7 +46,7 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     The chosen keys of the buffer are loaded into memory once. Item i is::
 
-        {"obs": {key: float32 tensor (n_obs_steps, D_key)},
+        {"obs": {key: float32 tensor (n_obs_steps, *shape_key)},
          "action": float32 tensor (horizon, D_action)}
 
     where obs step n_obs_steps-1 is the "current" step and action[n_obs_steps-1] is the
@@ -85,6 +85,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.action_key = action_key
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
         self.data = buffer.load([*self.obs_keys, action_key])
+        #: per-step shape of each observation key as stored (e.g. (9, 2) for Push-T's keypoints)
+        self.obs_shapes = {k: tuple(self.data[k].shape[1:]) or (1,) for k in self.obs_keys}
         self.data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in self.data.items()}
         self.episode_ends = buffer.episode_ends
         self.path = buffer.path
@@ -105,7 +107,7 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     @property
     def obs_dims(self) -> dict[str, int]:
-        """Per-key observation dimension D_key."""
+        """Per-key observation size D_key (the product of its shape)."""
         return {k: self.data[k].shape[1] for k in self.obs_keys}
 
     @property
@@ -137,13 +139,15 @@ class SequenceDataset(torch.utils.data.Dataset):
     def get_batch(self, ids: np.ndarray) -> dict:
         """Windows `ids` gathered in one vectorized step (faster than a DataLoader for in-memory data).
 
-        Returns {"obs": {key: (B, n_obs_steps, D_key)}, "action": (B, horizon, Da)} float32 tensors.
+        Returns {"obs": {key: (B, n_obs_steps, *shape_key)}, "action": (B, horizon, Da)} float32 tensors.
         """
         idx = self.sampler.indices(np.asarray(ids))
-        return {"obs": {k: torch.from_numpy(self.data[k][idx[:, :self.n_obs_steps]]) for k in self.obs_keys},
+        obs_idx = idx[:, :self.n_obs_steps]
+        return {"obs": {k: torch.from_numpy(self.data[k][obs_idx].reshape(*obs_idx.shape, *self.obs_shapes[k]))
+                        for k in self.obs_keys},
                 "action": torch.from_numpy(self.data[self.action_key][idx])}
 
     def __getitem__(self, i: int) -> dict:
         window = self.sampler[i]
-        return {"obs": {k: torch.from_numpy(window[k]) for k in self.obs_keys},
+        return {"obs": {k: torch.from_numpy(window[k].reshape(-1, *self.obs_shapes[k])) for k in self.obs_keys},
                 "action": torch.from_numpy(window[self.action_key])}

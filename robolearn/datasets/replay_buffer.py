@@ -383,6 +383,16 @@ class ReplayBuffer:
         """User attributes stored on the root group (e.g. the collection config)."""
         return dict(self.root.attrs)
 
+    def update_attrs(self, attrs: Mapping) -> None:
+        """Merge `attrs` into the buffer's attributes (e.g. collection progress).
+
+        Raises:
+            DatasetError: the buffer is open read-only.
+        """
+        if not self.writable:
+            raise DatasetError(f"{self.path} is open read-only")
+        self.root.attrs.update(dict(attrs))
+
     def array(self, key: str) -> zarr.Array:
         """The zarr array `data/<key>` (may hold uncommitted steps past `n_steps`)."""
         self._require_keys([key])

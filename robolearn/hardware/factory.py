@@ -11,8 +11,15 @@ from robolearn.hardware.bus_arm import BusArm
 from robolearn.hardware.calibration import ArmCalibration
 from robolearn.hardware.mujoco_robot import MujocoRobot
 from robolearn.hardware.robot import Robot
-from robolearn.hardware.teleop import (ExpertTeleop, GamepadTeleop, KeyboardTeleop, LeaderArmTeleop,
-                                       SpaceMouseTeleop, TeleopDevice)
+from robolearn.hardware.teleop import (
+    ExpertTeleop,
+    GamepadTeleop,
+    KeyboardTeleop,
+    LeaderArmTeleop,
+    SpaceMouseTeleop,
+    TeleopDevice,
+)
+from robolearn.paths import config_dir
 
 BUSES = {"feetech": FeetechBus, "dynamixel": DynamixelBus}
 
@@ -22,8 +29,6 @@ def hardware_config_path(name: str) -> Path:
 
     Raises FileNotFoundError naming the known robots.
     """
-    from robolearn.cli import config_dir
-
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
         if not path.is_file():

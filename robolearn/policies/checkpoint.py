@@ -2,9 +2,10 @@
 
 A checkpoint is a folder::
 
-    config.yaml          policy class and `DiffusionPolicyConfig` (+ the training config, for reference)
+    config.yaml          policy class and its config, with the observation feature spec (+ the training
+                         config, for reference)
     normalizer.json      per-key normalization statistics
-    model.safetensors    raw weights
+    model.safetensors    raw weights of every module of the policy (denoiser, observation encoder, ...)
     ema.safetensors      EMA weights (what evaluation and deployment use)
     ft_model.safetensors the DPPO-fine-tuned denoiser for the last denoising steps, raw weights, and
     ft_ema.safetensors   its weight average (what evaluation and deployment use) (fine-tuned checkpoints only)
@@ -32,8 +33,9 @@ from safetensors.torch import load_file, save_file
 
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.errors import CheckpointError
-from robolearn.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
-from robolearn.policies.gaussian import GaussianChunkPolicy, GaussianPolicyConfig
+from robolearn.policies.config import CONFIG_CLASSES
+from robolearn.policies.diffusion import DiffusionPolicyConfig
+from robolearn.policies.gaussian import GaussianPolicyConfig
 
 REQUIRED_FILES = ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors")
 #: the most parameters a checkpoint's config may describe (4 GB of float32), checked before allocating
@@ -109,18 +111,15 @@ def config_section(config_cls, config: dict, section: str, folder: Path):
 
 def load_normalizer(folder: Path, config, section: str) -> LinearNormalizer:
     """normalizer.json of a checkpoint, checked against `config` (a policy or Q-function config with
-    `obs_keys`, `obs_dims`, `action_dim`; `section` names it in messages): finite statistics, positive
-    scales, one vector per observation key of its size and one of `action_dim` for "action".
+    `obs_features` and `action_dim`; `section` names it in messages): finite statistics, positive
+    scales, one vector per low-dim observation key of its size and one of `action_dim` for "action".
 
     Raises:
-        CheckpointError: obs_keys/obs_dims/action_dim that do not fit together, unreadable JSON, missing
-            statistics, non-finite values, a scale <= 0, or a key whose size differs from the config's.
+        CheckpointError: missing statistics, unreadable JSON, non-finite values, a scale <= 0, or a key whose
+            size differs from the config's.
     """
-    try:
-        dims = {**dict(zip(config.obs_keys, config.obs_dims, strict=True)), "action": int(config.action_dim)}
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {folder}: config.yaml `{section}` obs_keys/obs_dims/action_dim are "
-                              f"inconsistent ({exc})") from None
+    dims = {key: f.size for key, f in config.features.items() if f.type == "low_dim"}
+    dims["action"] = int(config.action_dim)
     path = folder / "normalizer.json"
     try:
         normalizer = LinearNormalizer.load(path)
@@ -152,7 +151,9 @@ def build_checked(folder: Path, factory: Callable[[], torch.nn.Module],
 
     Args:
         factory: builds the model from the config.
-        weights: for a model, {weight file: the submodule it holds}.
+        weights: for a model, {weight file: (module, prefixes)}: the file holds the module's state except
+            the keys starting with one of `prefixes`. A file written before the observation encoder was
+            saved with its owner (its keys lack the module's first prefix, e.g. "model.") is read too.
 
     Raises:
         CheckpointError: a config that builds no model, too many parameters, a file that is not
@@ -168,53 +169,78 @@ def build_checked(folder: Path, factory: Callable[[], torch.nn.Module],
     if n_params > MAX_PARAMETERS:
         raise CheckpointError(f"checkpoint {folder}: config.yaml describes {n_params:.3g} parameters, more than "
                               f"the limit of {MAX_PARAMETERS:.0e}; refusing to allocate")
-    for path, module in weights(meta).items():
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    renames = {}
+    for path, (module, skip) in weights(meta).items():
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.startswith(tuple(skip))}
         try:
             with safe_open(str(path), framework="pt") as f:
                 found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"checkpoint {folder}: {path.name} is not a readable safetensors file ({exc})") \
                 from None
-        if found != expected:
+        prefix = _legacy_prefix(found, expected)
+        renames[path] = prefix
+        if {prefix + k: v for k, v in found.items()} != expected:
             diff = sorted(set(found.items()) ^ set(expected.items()))[:3]
             raise CheckpointError(f"checkpoint {folder}: {path.name} does not match config.yaml (first differences, "
                                   f"name and shape: {diff})")
     model = factory()
-    for path, module in weights(model).items():
-        state = load_file(path)
+    for path, (module, skip) in weights(model).items():
+        state = {renames[path] + k: v for k, v in load_file(path).items()}
         bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
             raise CheckpointError(f"checkpoint {folder}: {path.name} holds NaN or inf in {bad[:3]}")
-        module.load_state_dict(state)
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith(tuple(skip))]:
+            raise CheckpointError(f"checkpoint {folder}: {path.name} does not match the model "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
 
 
-#: policy_class in config.yaml -> (policy class, config class)
-POLICY_CLASSES = {"DiffusionPolicy": (DiffusionPolicy, DiffusionPolicyConfig),
-                  "GaussianChunkPolicy": (GaussianChunkPolicy, GaussianPolicyConfig)}
+def _legacy_prefix(found: dict, expected: dict) -> str:
+    """"" for a current file; the prefix (e.g. "model.") whose addition to every key of an older file gives
+    the expected keys (files that held only the denoiser or the critics); "" when none does."""
+    prefixes = {k.split(".", 1)[0] + "." for k in expected}
+    for prefix in sorted(prefixes):
+        if found and not any(k.startswith(prefix) for k in found) and \
+                {prefix + k: v for k, v in found.items()} == expected:
+            return prefix
+    return ""
 
 
-def _weights(policy) -> torch.nn.Module:
-    """The module whose state is model.safetensors / ema.safetensors (a DiffusionPolicy's denoiser)."""
-    return policy.model if isinstance(policy, DiffusionPolicy) else policy
+#: the state-dict prefixes that model.safetensors / ema.safetensors leave out (the DPPO-fine-tuned denoiser
+#: has files of its own)
+FT_PREFIXES = ("ft_model.",)
+
+
+def _policy_config_class(name: object, folder: Path) -> type:
+    """The config class named by a checkpoint's `config_class` (or, before it existed, `policy_class`)."""
+    legacy = {"DiffusionPolicy": DiffusionPolicyConfig, "GaussianChunkPolicy": GaussianPolicyConfig}
+    cls = legacy.get(name) or CONFIG_CLASSES.get(name)
+    if cls is None or not hasattr(cls, "build"):
+        known = sorted(n for n, c in CONFIG_CLASSES.items() if hasattr(c, "build") and n.endswith("PolicyConfig"))
+        raise CheckpointError(f"checkpoint {folder}: unknown policy config class {name!r}; known: {known}")
+    return cls
+
+
+def _without(state: dict, prefixes: tuple[str, ...]) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
 
 
 def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None = None) -> None:
     """Write config.yaml, normalizer.json, model.safetensors and ema.safetensors (and, after DPPO,
-    ft_model.safetensors and ft_ema.safetensors) into `folder`. `policy` is a DiffusionPolicy or a
-    GaussianChunkPolicy; `ema_policy` (same class and config) holds the averaged weights, or None for
-    `policy`'s own."""
+    ft_model.safetensors and ft_ema.safetensors) into `folder`. `policy` is any robolearn policy (its
+    config class is recorded); `ema_policy` (same class and config) holds the averaged weights, or None for
+    `policy`'s own. Every module of the policy is saved (denoiser or MLP, observation encoder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"policy_class": type(policy).__name__, "policy": policy.config.to_dict()}
-    if config["policy_class"] not in POLICY_CLASSES:
-        raise TypeError(f"cannot save a {config['policy_class']}; known: {sorted(POLICY_CLASSES)}")
+    config = {"config_class": type(policy.config).__name__, "policy_class": type(policy).__name__,
+              "policy": policy.config.to_dict()}
     if extra_config:
         config["train"] = extra_config
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy.normalizer.save(folder / "normalizer.json")
-    save_file(contiguous_cpu(_weights(policy).state_dict()), folder / "model.safetensors")
-    save_file(contiguous_cpu(_weights(ema_policy or policy).state_dict()), folder / "ema.safetensors")
+    save_file(contiguous_cpu(_without(policy.state_dict(), FT_PREFIXES)), folder / "model.safetensors")
+    save_file(contiguous_cpu(_without((ema_policy or policy).state_dict(), FT_PREFIXES)), folder / "ema.safetensors")
     if getattr(policy, "ft_model", None) is not None:
         save_file(contiguous_cpu(policy.ft_model.state_dict()), folder / "ft_model.safetensors")
         save_file(contiguous_cpu((ema_policy or policy).ft_model.state_dict()), folder / "ft_ema.safetensors")
@@ -222,7 +248,7 @@ def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None
 
 def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
                 sampler: str | None = None, num_inference_steps: int | None = None):
-    """Rebuild the policy (DiffusionPolicy or GaussianChunkPolicy) of a checkpoint folder, without pickle.
+    """Rebuild the policy of a checkpoint folder (the `build` of its config class), without pickle.
 
     Args:
         use_ema: load the EMA weights (default; after DPPO also the fine-tuned denoiser's average) or
@@ -240,24 +266,22 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     if missing:
         raise CheckpointError(f"checkpoint {folder} is missing {missing}")
     config = read_config_yaml(folder)
-    if config.get("policy_class") not in POLICY_CLASSES:
-        raise CheckpointError(f"checkpoint {folder}: unknown policy_class {config.get('policy_class')!r}")
-    policy_cls, config_cls = POLICY_CLASSES[config["policy_class"]]
+    config_cls = _policy_config_class(config.get("config_class", config.get("policy_class")), folder)
     policy_config = config_section(config_cls, config, "policy", folder)
     normalizer = load_normalizer(folder, policy_config, "policy")
 
-    def weights(policy) -> dict[Path, torch.nn.Module]:
-        out = {folder / ("ema.safetensors" if use_ema else "model.safetensors"): _weights(policy)}
+    def weights(policy) -> dict[Path, tuple]:
+        out = {folder / ("ema.safetensors" if use_ema else "model.safetensors"): (policy, FT_PREFIXES)}
         if getattr(policy, "ft_model", None) is not None:
             ft = folder / ("ft_ema.safetensors" if use_ema else "ft_model.safetensors")
             if not ft.is_file():
                 raise CheckpointError(f"checkpoint {folder} has ft_denoising_steps="
                                       f"{policy_config.ft_denoising_steps} but no {ft.name}")
-            out[ft] = policy.ft_model
+            out[ft] = (policy.ft_model, ())
         return out
 
-    policy = build_checked(folder, lambda: policy_cls(policy_config, normalizer), weights)
-    if (sampler or num_inference_steps) and isinstance(policy, DiffusionPolicy):
+    policy = build_checked(folder, lambda: policy_config.build(normalizer), weights)
+    if (sampler or num_inference_steps) and hasattr(policy, "set_sampler"):
         policy.set_sampler(sampler or policy_config.sampler, num_inference_steps or policy_config.num_inference_steps)
     return policy.to(device).eval()
 

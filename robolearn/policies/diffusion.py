@@ -19,6 +19,7 @@ from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.policies.config import SerializableConfig
+from robolearn.policies.features import ObsEncoder, ObsFeature, check_features
 from robolearn.policies.unet1d import ConditionalUnet1D
 
 
@@ -27,8 +28,8 @@ class DiffusionPolicyConfig(SerializableConfig):
     """Everything needed to rebuild a `DiffusionPolicy` (saved as YAML in checkpoints).
 
     Attributes:
-        obs_keys: observation keys, concatenated in this order.
-        obs_dims: per-key observation size D_key (same order).
+        obs_features: the observation feature spec {key: {shape, type}} (`robolearn.policies.features`),
+            encoded in this order.
         action_dim: Da.
         horizon, n_obs_steps, n_action_steps: sequence lengths, steps.
         down_dims, kernel_size, n_groups, step_embed_dim: U-Net shape (`ConditionalUnet1D`).
@@ -38,8 +39,7 @@ class DiffusionPolicyConfig(SerializableConfig):
             fine-tuned denoiser `ft_model` and the earlier ones the pretrained `model` (0: none).
     """
 
-    obs_keys: list[str]
-    obs_dims: list[int]
+    obs_features: dict
     action_dim: int
     horizon: int = 16
     n_obs_steps: int = 2
@@ -55,33 +55,17 @@ class DiffusionPolicyConfig(SerializableConfig):
     num_inference_steps: int = 10
     ft_denoising_steps: int = 0
 
-
-
-
-def encode_obs_history(obs: dict, normalizer: LinearNormalizer, obs_keys, obs_dims, n_obs_steps: int,
-                       device: torch.device) -> torch.Tensor:
-    """Normalize the last `n_obs_steps` of each key and flatten: {key: (B, To, D_key)} -> (B, n_obs_steps * sum D).
-
-    Raises:
-        ValueError: a key is missing or has the wrong shape.
-    """
-    parts = []
-    for key, dim in zip(obs_keys, obs_dims):
-        if key not in obs:
-            raise ValueError(f"observation lacks key `{key}`; the policy needs {list(obs_keys)}")
-        x = torch.as_tensor(obs[key], device=device, dtype=torch.float32)
-        if x.ndim != 3 or x.shape[1] < n_obs_steps or x.shape[2] != dim:
-            raise ValueError(f"observation `{key}` must have shape (B, {n_obs_steps}, {dim}), got {tuple(x.shape)}")
-        parts.append(normalizer.normalize(key, x[:, -n_obs_steps:]))
-    return torch.cat(parts, dim=-1).flatten(1)
+    def build(self, normalizer: LinearNormalizer) -> DiffusionPolicy:
+        return DiffusionPolicy(self, normalizer)
 
 
 class DiffusionPolicy(nn.Module):
     """A chunked Diffusion Policy with an on-device normalizer.
 
-    Observation input everywhere: {key: tensor (B, n_obs_steps, D_key)} in raw units,
-    oldest first (index n_obs_steps - 1 is the latest). Actions come out in raw units
-    (rad for the Lift arm).
+    Observation input everywhere: {key: tensor (B, n_obs_steps, *shape)} in raw units,
+    oldest first (index n_obs_steps - 1 is the latest), encoded by the policy's `obs_encoder`
+    (`ObsEncoder`: trained, averaged and saved with the denoiser). Actions come out in raw units
+    (rad for the Lift arm, px for Push-T).
 
     Interface used by evaluation, DPPO, value re-ranking and the ROS 2 node:
         predict_action(obs) -> (B, n_action_steps, Da)
@@ -95,13 +79,13 @@ class DiffusionPolicy(nn.Module):
 
     def __init__(self, config: DiffusionPolicyConfig, normalizer: LinearNormalizer):
         super().__init__()
-        missing = [k for k in [*config.obs_keys, "action"] if k not in normalizer.params]
-        if missing:
-            raise ValueError(f"normalizer lacks statistics for {missing}")
+        if "action" not in normalizer.params:
+            raise ValueError("normalizer lacks statistics for `action`")
         self.config = config
         self.normalizer = normalizer
+        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
         self.model = ConditionalUnet1D(
-            action_dim=config.action_dim, cond_dim=config.n_obs_steps * sum(config.obs_dims),
+            action_dim=config.action_dim, cond_dim=self.obs_encoder.out_dim,
             horizon=config.horizon, down_dims=config.down_dims, kernel_size=config.kernel_size,
             n_groups=config.n_groups, step_embed_dim=config.step_embed_dim)
         self.ft_model = copy.deepcopy(self.model) if config.ft_denoising_steps else None
@@ -126,6 +110,10 @@ class DiffusionPolicy(nn.Module):
     @property
     def obs_keys(self) -> list[str]:
         return self.config.obs_keys
+
+    @property
+    def obs_features(self) -> dict[str, ObsFeature]:
+        return self.obs_encoder.features
 
     @property
     def action_dim(self) -> int:
@@ -166,16 +154,15 @@ class DiffusionPolicy(nn.Module):
 
     # -- observations --------------------------------------------------------------------
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Normalize and flatten an observation history: {key: (B, To, D_key)} -> (B, To * sum D)."""
-        return encode_obs_history(obs, self.normalizer, self.config.obs_keys, self.config.obs_dims,
-                                  self.n_obs_steps, self.device)
+        """Observation history {key: (B, To, *shape)} -> conditioning (B, cond_dim) (`ObsEncoder`)."""
+        return self.obs_encoder(obs)
 
     # -- training ------------------------------------------------------------------------
     def compute_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         """DDPM noise-prediction loss (Ho et al. 2020, eq. 14) on a batch of windows.
 
         Args:
-            batch: {"obs": {key: (B, To, D_key)}, "action": (B, horizon, Da)} in raw units.
+            batch: {"obs": {key: (B, To, *shape)}, "action": (B, horizon, Da)} in raw units.
         Returns:
             scalar mean squared error between predicted and true noise.
         """
@@ -224,19 +211,12 @@ class DiffusionPolicy(nn.Module):
         return self.sample_chunks(obs, 1, generator)[:, 0]
 
 
-def check_dataset_matches(config: DiffusionPolicyConfig, dataset) -> None:
+def check_dataset_matches(config, dataset) -> None:
     """Raise ValueError, naming the key, if `dataset` (a `SequenceDataset`) does not fit `config`.
 
-    Checks the observation keys, each key's dimension, the action dimension and the window sizes.
+    Checks every observation feature's presence and shape, the action dimension and the window sizes.
     """
-    dims = dataset.obs_dims
-    for key, dim in zip(config.obs_keys, config.obs_dims):
-        if key not in dims:
-            raise ValueError(f"dataset {dataset.path} has no observation `{key}` that the policy expects "
-                             f"(it has {list(dims)})")
-        if dims[key] != dim:
-            raise ValueError(f"dataset {dataset.path}: observation `{key}` has dimension {dims[key]}, "
-                             f"the policy expects {dim}")
+    check_features(config.features, dataset.obs_shapes, f"dataset {dataset.path}")
     if dataset.action_dim != config.action_dim:
         raise ValueError(f"dataset {dataset.path}: action has dimension {dataset.action_dim}, "
                          f"the policy expects {config.action_dim}")

@@ -9,7 +9,7 @@ from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.policies.config import SerializableConfig
-from robolearn.policies.diffusion import encode_obs_history
+from robolearn.policies.features import ObsEncoder
 
 
 @dataclass
@@ -20,8 +20,7 @@ class GaussianPolicyConfig(SerializableConfig):
     last n_obs_steps observations; std is per action dimension, in normalized units.
     """
 
-    obs_keys: list[str]
-    obs_dims: list[int]
+    obs_features: dict
     action_dim: int
     n_obs_steps: int = 2
     n_action_steps: int = 8
@@ -30,13 +29,16 @@ class GaussianPolicyConfig(SerializableConfig):
     min_std: float = 0.01
     max_std: float = 0.2
 
+    def build(self, normalizer: LinearNormalizer) -> GaussianChunkPolicy:
+        return GaussianChunkPolicy(self, normalizer)
+
 
 
 class GaussianChunkPolicy(nn.Module):
     """pi(chunk | obs history) = N(mu_theta(obs), diag(sigma^2)) over normalized actions.
 
     The Gaussian PPO baseline of DPPO (Ren et al. 2024, Sec. 5.1) with action chunks: an MLP
-    (Mish) maps the flattened normalized observation history (B, To * sum D) to the mean of
+    (Mish) maps the encoded observation history (B, cond_dim; `ObsEncoder`) to the mean of
     the chunk (B, n_action_steps, Da); log std is a learned vector clamped to
     [log min_std, log max_std]. Same interface as `DiffusionPolicy` for evaluation:
     predict_action(obs) -> (B, n_action_steps, Da) raw units (the mean), sample_chunks(obs, k).
@@ -45,7 +47,8 @@ class GaussianChunkPolicy(nn.Module):
     def __init__(self, config: GaussianPolicyConfig, normalizer: LinearNormalizer):
         super().__init__()
         self.config, self.normalizer = config, normalizer
-        layers, d = [], config.n_obs_steps * sum(config.obs_dims)
+        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
+        layers, d = [], self.obs_encoder.out_dim
         for h in config.hidden:
             layers += [nn.Linear(d, h), nn.Mish()]
             d = h
@@ -54,14 +57,15 @@ class GaussianChunkPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((config.action_dim,), float(config.init_std)).log())  # float32 log
 
     obs_keys = property(lambda self: self.config.obs_keys)
+    obs_features = property(lambda self: self.obs_encoder.features)
     n_obs_steps = property(lambda self: self.config.n_obs_steps)
     n_action_steps = property(lambda self: self.config.n_action_steps)
     action_dim = property(lambda self: self.config.action_dim)
     device = property(lambda self: self.log_std.device)
 
     def encode_obs(self, obs: dict) -> torch.Tensor:
-        return encode_obs_history(obs, self.normalizer, self.config.obs_keys, self.config.obs_dims,
-                                  self.n_obs_steps, self.device)
+        """Observation history {key: (B, To, *shape)} -> (B, cond_dim) (`ObsEncoder`)."""
+        return self.obs_encoder(obs)
 
     def distribution(self, cond: torch.Tensor) -> torch.distributions.Normal:
         """Normal over normalized chunks (B, n_action_steps, Da)."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
+
+from robolearn.policies.history import ObsHistory
 
 
 class ActionChunkWrapper(gym.Wrapper):
@@ -31,16 +31,13 @@ class ActionChunkWrapper(gym.Wrapper):
         a = env.action_space
         self.action_space = spaces.Box(np.repeat(a.low[None], n_action_steps, 0),
                                        np.repeat(a.high[None], n_action_steps, 0), dtype=a.dtype)
-        self._history: deque = deque(maxlen=n_obs_steps)
-
-    def _stacked(self) -> dict:
-        return {k: np.stack([h[k] for h in self._history]) for k in self._history[0]}
+        self._history = ObsHistory(n_obs_steps)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._history.clear()
-        self._history.extend([obs] * self.n_obs_steps)
-        return self._stacked(), info
+        self._history.reset()
+        self._history.push(obs)
+        return self._history.stacked(), info
 
     def step(self, chunk):
         chunk = np.asarray(chunk)
@@ -49,12 +46,12 @@ class ActionChunkWrapper(gym.Wrapper):
         total, terminated, truncated, info, n = 0.0, False, False, {}, 0
         for action in chunk:
             obs, reward, terminated, truncated, info = self.env.step(action)
-            self._history.append(obs)
+            self._history.push(obs)
             total += float(reward)
             n += 1
             if terminated or truncated:
                 break
-        return self._stacked(), total, terminated, truncated, {**info, "env_steps": n}
+        return self._history.stacked(), total, terminated, truncated, {**info, "env_steps": n}
 
 
 def make_chunk_vector_env(env_id: str, env_kwargs: dict, n_envs: int, n_obs_steps: int, n_action_steps: int,

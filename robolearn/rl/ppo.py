@@ -112,3 +112,69 @@ class ValueCritic(nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.net(cond).squeeze(-1)
+
+
+def actor_lr_scheduler(actor_opt: torch.optim.Optimizer, iterations: int,
+                       lr_min: float | None) -> torch.optim.lr_scheduler.CosineAnnealingLR | None:
+    """Cosine annealing of the actor lr (Loshchilov & Hutter 2017, eq. 5) from its initial value at the
+    first iteration to `lr_min` at the last, stepped once per iteration; None (lr_min None): constant lr."""
+    if lr_min is None:
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(actor_opt, T_max=max(iterations - 1, 1), eta_min=lr_min)
+
+
+def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torch.Tensor, record_all: dict,
+               adv: np.ndarray, returns: np.ndarray, pc, rng: np.random.Generator, actor_active: bool = True) -> dict:
+    """PPO epochs over minibatches of (env step, denoising step) pairs (DPPO, Ren et al. 2024, Sec. 4.2).
+
+    Args:
+        agent: `DiffusionAgent` (K = ft_denoising_steps pairs per env step) or `GaussianAgent` (K = 1).
+        cond_all: (M, cond_dim) normalized observation histories of the M env steps.
+        record_all: what `agent.act` recorded, each (M, ...).
+        adv, returns: (M,) GAE advantages and value targets.
+        pc: ppo config (update_epochs, minibatch_size, norm_adv, vf_coef, max_grad_norm, target_kl).
+        actor_active: False during critic warm-up (only the critic learns).
+
+    Returns mean diagnostics: pg_loss, v_loss, approx_kl, clipfrac, and the number of updates.
+    """
+    device = cond_all.device
+    with torch.no_grad():
+        old_logp = agent.all_log_probs(cond_all, record_all)  # (M, K)
+    adv_t = torch.as_tensor(adv, dtype=torch.float32, device=device)
+    ret_t = torch.as_tensor(returns, dtype=torch.float32, device=device)
+    clip, weight = agent.clip.to(device), agent.adv_weight.to(device)
+    n_pairs = len(cond_all) * agent.K
+    sums = {"pg_loss": 0.0, "v_loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
+    n_updates = 0
+    for _ in range(pc.update_epochs):
+        for mb in torch.as_tensor(rng.permutation(n_pairs), device=device).split(pc.minibatch_size):
+            step_idx, k = mb // agent.K, mb % agent.K
+            cond_mb = cond_all[step_idx]
+            v_loss = 0.5 * (critic(cond_mb) - ret_t[step_idx]).pow(2).mean()
+            loss = pc.vf_coef * v_loss
+            kl = 0.0
+            if actor_active:
+                rec_mb = {key: val[step_idx] for key, val in record_all.items()}
+                a = adv_t[step_idx]
+                if pc.norm_adv and len(a) > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                logp = agent.log_probs(cond_mb, rec_mb, k)
+                pg_loss, diag = ppo_policy_loss(logp, old_logp[step_idx, k], a * weight[k], clip[k])
+                loss = loss + pg_loss + agent.extra_loss(cond_mb, rec_mb, k)
+                kl = diag["approx_kl"]
+                sums["pg_loss"] += pg_loss.item()
+                sums["approx_kl"] += kl
+                sums["clipfrac"] += diag["clipfrac"]
+            actor_opt.zero_grad()
+            critic_opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(agent.params, pc.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(critic.parameters(), pc.max_grad_norm)
+            if actor_active:
+                actor_opt.step()
+            critic_opt.step()
+            sums["v_loss"] += v_loss.item()
+            n_updates += 1
+            if kl > pc.target_kl:  # early stop: the policy moved too far from the one that acted
+                return {**{key: v / n_updates for key, v in sums.items()}, "updates": n_updates}
+    return {**{key: v / max(n_updates, 1) for key, v in sums.items()}, "updates": n_updates}

@@ -29,6 +29,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from robolearn.policies.history import ObsHistory
 from robolearn.ros.msgs import (
     Bool,
     Duration,
@@ -185,7 +186,7 @@ class PolicyNode:
         self.period = 1.0 / self.rate_hz
         self.joint_names = list(params["joint_names"])
         self.log = RateLimitedLog("policy_node")
-        self.inbox = ObservationInbox(transport, self.policy.obs_keys, params, self.joint_names, log=self.log)
+        self.inbox = ObservationInbox(transport, list(self.policy.obs_features), params, self.joint_names, log=self.log)
         controller = params["controller"].strip("/")
         if params["command_interface"] == "commands":
             self.pub = transport.create_publisher(f"/{controller}/commands", Float64MultiArray, DEFAULT_QOS)
@@ -195,7 +196,7 @@ class PolicyNode:
         transport.create_subscription(params["estop_topic"] + "/reset", Bool, self._on_reset, ESTOP_QOS)
         transport.create_subscription(params["episode_topic"], String, self._on_episode, LATCHED_QOS)
         self.schedule = ActionSchedule(self.period)
-        self.history: deque = deque(maxlen=self.policy.n_obs_steps)
+        self.history = ObsHistory(self.policy.n_obs_steps, keys=list(self.policy.obs_features))
         self.stats = TimingStats(self.period)
         self.worker = InferenceWorker(self.policy, seed=int(params["seed"]))
         self.generation = 0
@@ -220,7 +221,7 @@ class PolicyNode:
 
     def _restart(self) -> None:
         """Forget the observation history and planned actions; a chunk still being computed is discarded."""
-        self.history.clear()
+        self.history.reset()
         self.schedule.clear()
         self.generation += 1
         self.stats.restart()
@@ -238,10 +239,7 @@ class PolicyNode:
             self.stats.count("ticks_without_fresh_observations")
             self.log("no-obs", "sending nothing: " + self.inbox.why_not_fresh(time.monotonic(), timeout))
             return True
-        if not self.history:
-            self.history.extend([obs] * self.policy.n_obs_steps)
-        else:
-            self.history.append(obs)
+        self.history.push(obs)
         action, dropped = self.schedule.pop_due(now)
         self.stats.count("stale_actions_dropped", dropped)
         if dropped and action is None and not len(self.schedule):
@@ -252,7 +250,7 @@ class PolicyNode:
         else:
             self.stats.count("ticks_without_action")
         if not self.worker.busy and len(self.schedule) <= int(self.p["replan_margin"]) + self.worker.latency_ticks(self.period) - 1:
-            history = {k: np.stack([h[k] for h in self.history]) for k in self.policy.obs_keys}
+            history = self.history.stacked()
             # the chunk's first action belongs to the instant the newest observation was taken
             taken, offset = self.inbox.observation_time(max_age=timeout)
             if offset is not None:

@@ -31,6 +31,7 @@ from robolearn.datasets.dataset import data_fingerprint
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.datasets.rewards import episode_success, label_rewards
+from robolearn.policies.history import history_indices
 from robolearn.value.qfunction import QFunction
 
 
@@ -56,11 +57,11 @@ def monte_carlo_returns(reward: np.ndarray, terminal: np.ndarray, episode_ends: 
 class ChunkTransitions:
     """Chunk-level transitions of a replay buffer, normalized and held in memory as tensors.
 
-    For every step t (N in all): cond (N, n_obs_steps * sum D) the normalized observation history
-    ending at t; chunk (N, n_action_steps * Da) the normalized executed chunk; reward (N,) its
+    For every step t (N in all): the observation history ending at t (indices into the raw data, encoded
+    per batch by the Q-function's `ObsEncoder`, so an encoder with weights trains too); chunk (N, n_action_steps * Da) the normalized executed chunk; reward (N,) its
     discounted reward sum; done (N,) a terminal step inside the chunk, or a chunk that runs past
     the end of an episode cut off by the time limit (its reward then adds the discounted tail
-    value of `monte_carlo_returns`); next_cond / next_chunk at t + n_action_steps (clamped to the
+    value of `monte_carlo_returns`); the next history / next_chunk at t + n_action_steps (clamped to the
     episode's last step); discount (N,) gamma^n_action_steps;
     mc_return (N,) the return-to-go from t (`monte_carlo_returns`). Histories are edge-padded at
     the episode start and chunks at the end, as in `SequenceDataset`.
@@ -91,6 +92,7 @@ class ChunkTransitions:
         self.obs_keys = list(obs_keys)
         keys = [*self.obs_keys, "action"] + (["reward"] if reward_convention == "dataset" else [])
         data = buffer.load(keys)
+        self.obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in self.obs_keys}
         data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in data.items()}
         ends = buffer.episode_ends
         self.episode_ends = ends
@@ -98,7 +100,6 @@ class ChunkTransitions:
         self.success = episode_success(buffer, failed_episodes)
         reward, terminal = label_rewards(ends, self.success, reward_convention, data.get("reward"), num_final_steps)
         self.normalizer = normalizer or LinearNormalizer.fit({k: data[k] for k in [*self.obs_keys, "action"]})
-        self.obs_dims = [data[k].shape[1] for k in self.obs_keys]
         self.action_dim = data["action"].shape[1]
 
         n = len(reward)
@@ -106,9 +107,6 @@ class ChunkTransitions:
         start = np.concatenate([[0], ends[:-1]])[episode]
         last = ends[episode] - 1
         t = np.arange(n)
-
-        def history(at):  # (N, To) step indices, edge-padded at the episode start
-            return np.clip(at[:, None] + np.arange(-n_obs_steps + 1, 1), start[:, None], last[:, None])
 
         offsets = np.arange(n_action_steps)
         steps = t[:, None] + offsets  # (N, Ta) unclamped
@@ -130,14 +128,12 @@ class ChunkTransitions:
 
         norm = self.normalizer
 
-        def cond(idx):
-            parts = [norm.normalize(k, data[k][idx]) for k in self.obs_keys]  # each (N, To, D)
-            return torch.from_numpy(np.concatenate(parts, axis=-1).reshape(n, -1).astype(np.float32))
-
         def chunk(idx):
             return torch.from_numpy(norm.normalize("action", data["action"][idx]).reshape(n, -1).astype(np.float32))
 
-        self.cond, self.next_cond = cond(history(t)), cond(history(nxt))
+        self.obs_data = {k: data[k] for k in self.obs_keys}
+        self.obs_index = history_indices(t, start, n_obs_steps)  # (N, To), edge-padded at the episode start
+        self.next_obs_index = history_indices(nxt, start, n_obs_steps)
         self.chunk = chunk(clamped)
         self.next_chunk = chunk(np.minimum(nxt[:, None] + offsets, last[:, None]))
         self.reward = torch.from_numpy(chunk_reward.astype(np.float32))
@@ -149,10 +145,21 @@ class ChunkTransitions:
     def __len__(self) -> int:
         return len(self.reward)
 
-    def batch(self, ids: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        """The transitions `ids` as a dict of tensors on `device`."""
-        return {k: getattr(self, k)[ids].to(device) for k in
-                ("cond", "chunk", "reward", "done", "discount", "next_cond", "next_chunk", "mc_return")}
+    def observations(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """Raw observation histories {key: (B, To, *shape)} at history indices `index` (B, To)."""
+        return {k: torch.from_numpy(v[index].reshape(*index.shape, *self.obs_shapes[k]))
+                for k, v in self.obs_data.items()}
+
+    def batch(self, ids, device: torch.device, encode) -> dict[str, torch.Tensor]:
+        """The transitions `ids` as a dict of tensors on `device`; `encode` (the Q-function's `encode_obs`)
+        turns the observation histories into cond / next_cond (the next one without gradients)."""
+        ids = np.asarray(torch.as_tensor(ids).cpu())
+        out = {k: getattr(self, k)[ids].to(device) for k in
+               ("chunk", "reward", "done", "discount", "next_chunk", "mc_return")}
+        out["cond"] = encode(self.observations(self.obs_index[ids]))
+        with torch.no_grad():
+            out["next_cond"] = encode(self.observations(self.next_obs_index[ids]))
+        return out
 
 
 @dataclass

@@ -4,7 +4,7 @@ A checkpoint folder holds::
 
     config.yaml              value_class, the `QFunctionConfig`, and the training config for reference
     normalizer.json          min/max statistics of the observation keys and `action`
-    model.safetensors        the critic ensemble
+    model.safetensors        the critic ensemble and the observation encoder
     target.safetensors       its target copy (training only)
     value.safetensors        the state-value network V(obs) (IQL only)
 """
@@ -31,15 +31,14 @@ from robolearn.policies.checkpoint import (
     read_config_yaml,
 )
 from robolearn.policies.config import SerializableConfig
-from robolearn.policies.diffusion import encode_obs_history
+from robolearn.policies.features import ObsEncoder
 
 
 @dataclass
 class QFunctionConfig(SerializableConfig):
     """Shape of a `QFunction`: its inputs must match the policy it scores (see `check_matches`)."""
 
-    obs_keys: list[str]
-    obs_dims: list[int]
+    obs_features: dict
     action_dim: int
     n_obs_steps: int = 2
     n_action_steps: int = 8
@@ -47,10 +46,6 @@ class QFunctionConfig(SerializableConfig):
     n_critics: int = 2
     layer_norm: bool = True
     algorithm: str = "cal_ql"  # cal_ql | iql (how it was trained; IQL adds a V network)
-
-    @property
-    def cond_dim(self) -> int:
-        return self.n_obs_steps * sum(self.obs_dims)
 
     @property
     def chunk_dim(self) -> int:
@@ -107,10 +102,12 @@ class QFunction(nn.Module):
         super().__init__()
         self.config = config
         self.normalizer = normalizer
-        self.critics = EnsembleMLP(config.n_critics, config.cond_dim + config.chunk_dim, config.hidden,
+        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
+        cond_dim = self.obs_encoder.out_dim
+        self.critics = EnsembleMLP(config.n_critics, cond_dim + config.chunk_dim, config.hidden,
                                    config.layer_norm)
         # IQL's state-value network V(o); unused (and not trained) by Cal-QL.
-        self.value = EnsembleMLP(1, config.cond_dim, config.hidden, config.layer_norm) \
+        self.value = EnsembleMLP(1, cond_dim, config.hidden, config.layer_norm) \
             if config.algorithm == "iql" else None
 
     @property
@@ -118,9 +115,8 @@ class QFunction(nn.Module):
         return next(self.parameters()).device
 
     def encode_obs(self, obs: dict) -> torch.Tensor:
-        """{key: (B, >= n_obs_steps, D_key)} raw -> (B, cond_dim) normalized (the last n_obs_steps)."""
-        c = self.config
-        return encode_obs_history(obs, self.normalizer, c.obs_keys, c.obs_dims, c.n_obs_steps, self.device)
+        """{key: (B, >= n_obs_steps, *shape)} raw -> (B, cond_dim) (`ObsEncoder`, the last n_obs_steps)."""
+        return self.obs_encoder(obs)
 
     def normalize_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         """Raw action chunks (..., n_action_steps, action_dim) -> normalized, flattened (..., chunk_dim).
@@ -152,18 +148,19 @@ class QFunction(nn.Module):
     def check_matches(self, policy) -> None:
         """Raise ValueError, naming the mismatch, unless this Q-function can score `policy`'s chunks.
 
-        `policy` needs `obs_keys`, `n_obs_steps`, `n_action_steps` and `config.obs_dims`,
-        `config.action_dim` (any robolearn policy).
+        `policy` needs `obs_features`, `n_obs_steps`, `n_action_steps` and `config.action_dim` (any
+        robolearn policy).
         """
         c, pc = self.config, policy.config
-        policy_dims = dict(zip(policy.obs_keys, pc.obs_dims))
-        for key, dim in zip(c.obs_keys, c.obs_dims):
-            if key not in policy_dims:
+        policy_features = policy.obs_features
+        for key, feature in c.features.items():
+            if key not in policy_features:
                 raise ValueError(f"the Q-function needs observation `{key}`, which the policy does not use "
-                                 f"(policy observations: {list(policy_dims)})")
-            if policy_dims[key] != dim:
-                raise ValueError(f"observation `{key}`: the Q-function expects dimension {dim}, "
-                                 f"the policy's is {policy_dims[key]}")
+                                 f"(policy observations: {list(policy_features)})")
+            if policy_features[key] != feature:
+                raise ValueError(f"observation `{key}`: the Q-function expects {feature.type} "
+                                 f"{list(feature.shape)}, the policy's is {policy_features[key].type} "
+                                 f"{list(policy_features[key].shape)}")
         if pc.action_dim != c.action_dim:
             raise ValueError(f"action_dim: the Q-function expects {c.action_dim}, the policy's is {pc.action_dim}")
         if policy.n_action_steps != c.n_action_steps:
@@ -187,7 +184,8 @@ def save_q_function(folder: Path, q: QFunction, target: nn.Module | None = None,
         config["train"] = extra_config
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     q.normalizer.save(folder / "normalizer.json")
-    save_file(contiguous_cpu(q.critics.state_dict()), folder / "model.safetensors")
+    critics = {k: v for k, v in q.state_dict().items() if not k.startswith("value.")}  # with the obs encoder
+    save_file(contiguous_cpu(critics), folder / "model.safetensors")
     if target is not None:
         save_file(contiguous_cpu(target.state_dict()), folder / "target.safetensors")
     if q.value is not None:
@@ -216,9 +214,9 @@ def load_q_function(folder: str | os.PathLike, device: str | torch.device = "cpu
     normalizer = load_normalizer(folder, q_config, "q_function")
 
     def weights(q) -> dict:
-        out = {folder / "model.safetensors": q.critics}
+        out = {folder / "model.safetensors": (q, ("value.",))}
         if q.value is not None and (folder / "value.safetensors").is_file():
-            out[folder / "value.safetensors"] = q.value
+            out[folder / "value.safetensors"] = (q.value, ())
         return out
 
     q = build_checked(folder, lambda: QFunction(q_config, normalizer), weights)

@@ -34,8 +34,8 @@ def select_candidates(scores: torch.Tensor, temperature: float = 0.0,
 class ValueGuidedPolicy:
     """A policy wrapper that re-ranks K sampled action chunks with a Q-function.
 
-    It offers the same interface as the policies (`obs_keys`, `n_obs_steps`, `n_action_steps`,
-    `device`, `predict_action`, `sample_chunks`), so `PolicyRunner`, `robolearn eval` and the ROS 2
+    It offers the same interface as the policies (`robolearn.policies.base.Policy`: `obs_features`,
+    `n_obs_steps`, `n_action_steps`, `device`, `predict_action`, `sample_chunks`), so `PolicyRunner`, `robolearn eval` and the ROS 2
     policy node run it like any other policy.
 
     Args:
@@ -48,7 +48,7 @@ class ValueGuidedPolicy:
 
     Raises:
         ValueError: k < 1, temperature < 0, an unknown selection, or a Q-function whose
-            observation keys/dimensions, action_dim or chunk length differ from the policy's.
+            observation features, action_dim or chunk length differ from the policy's.
     """
 
     def __init__(self, policy, q_function, k: int = 16, temperature: float = 0.0, selection: str = "q"):
@@ -66,8 +66,12 @@ class ValueGuidedPolicy:
         self.last_scores: torch.Tensor | None = None
 
     @property
+    def obs_features(self) -> dict:
+        return self.policy.obs_features
+
+    @property
     def obs_keys(self) -> list[str]:
-        return self.policy.obs_keys
+        return list(self.policy.obs_features)
 
     @property
     def n_obs_steps(self) -> int:

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from robolearn.errors import CheckpointError
 from robolearn.policies.checkpoint import CheckpointManager, load_policy
+from robolearn.policies.features import low_dim_spec
 from robolearn.value import load_q_function
 
 
@@ -78,13 +79,17 @@ CASES = {
     "YAML list": (lambda f: (f / "config.yaml").write_text("- 1\n- 2\n"), r"config.yaml must be a mapping, got list"),
     "no policy section": (lambda f: edit_yaml(f / "config.yaml", lambda d: d.pop("policy")), r"needs a mapping `policy:`"),
     "unknown policy key": (lambda f: edit_yaml(f / "config.yaml", lambda d: d["policy"].__setitem__("dwn_dims", [1])),
-                           r"`policy` is invalid \(unknown DiffusionPolicyConfig keys \['dwn_dims'\]\)"),
+                           r"`policy` is invalid \(unknown DiffusionPolicyConfig keys \['dwn_dims'\]; it takes"),
     "wrong type in policy": (lambda f: edit_yaml(f / "config.yaml", lambda d: d["policy"].__setitem__("down_dims", "abc")),
                              r"does not describe a model that can be built"),
-    "obs_dims not matching obs_keys": (lambda f: edit_yaml(f / "config.yaml", lambda d: d["policy"]["obs_dims"].pop()),
-                                       r"obs_keys/obs_dims/action_dim are inconsistent"),
-    "unknown policy class": (lambda f: edit_yaml(f / "config.yaml", lambda d: d.__setitem__("policy_class", "os.system")),
-                             r"unknown policy_class 'os.system'"),
+    "bad feature shape": (lambda f: edit_yaml(f / "config.yaml",
+                                              lambda d: d["policy"]["obs_features"]["joint_pos"].__setitem__("shape", [0])),
+                          r"obs_features `joint_pos`: shape must be a non-empty list of positive integers"),
+    "unknown feature type": (lambda f: edit_yaml(f / "config.yaml",
+                                                 lambda d: d["policy"]["obs_features"]["cube_pos"].__setitem__("type", "depth")),
+                             r"obs_features `cube_pos`: type must be one of \['low_dim', 'rgb'\]"),
+    "unknown policy class": (lambda f: edit_yaml(f / "config.yaml", lambda d: d.__setitem__("config_class", "os.system")),
+                             r"unknown policy config class 'os.system'"),
     "weights not safetensors": (lambda f: (f / "ema.safetensors").write_bytes(b"\x80\x04pickle"),
                                 r"ema.safetensors is not a readable safetensors file"),
     "missing file": (lambda f: (f / "ema.safetensors").unlink(), r"is missing \['ema.safetensors'\]"),
@@ -115,7 +120,7 @@ def test_q_function_checkpoints_are_validated_too(tmp_path):
     from robolearn.value import QFunction, QFunctionConfig
     from robolearn.value.qfunction import save_q_function
 
-    config = QFunctionConfig(obs_keys=["state"], obs_dims=[3], action_dim=2, n_obs_steps=2, n_action_steps=4)
+    config = QFunctionConfig(obs_features=low_dim_spec({"state": 3}), action_dim=2, n_obs_steps=2, n_action_steps=4)
     rng = np.random.default_rng(0)
     normalizer = LinearNormalizer.fit({"state": rng.normal(size=(20, 3)), "action": rng.normal(size=(20, 2))})
     save_q_function(tmp_path / "q", QFunction(config, normalizer))

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ros_helpers import FakeTransport
 
+from robolearn.policies.features import ObsFeature
 from robolearn.ros.msgs import (
     Float64MultiArray,
     Header,
@@ -38,7 +39,8 @@ KEYS = ["joint_pos", "joint_vel", "gripper_opening", "cube_pos", "cube_quat"]
 class ZeroPolicy:
     """Answers at once with a chunk of home poses."""
 
-    obs_keys, n_obs_steps, n_action_steps = ["joint_pos", "gripper_opening"], 2, 8
+    obs_features = {"joint_pos": ObsFeature((6,)), "gripper_opening": ObsFeature((1,))}
+    n_obs_steps, n_action_steps = 2, 8
     device = torch.device("cpu")
 
     def predict_action(self, obs, generator=None):

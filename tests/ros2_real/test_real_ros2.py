@@ -221,7 +221,7 @@ def test_config_dir_with_and_without_an_ament_index(tmp_path):
     neither exists; an index without AMENT_PREFIX_PATH is skipped, never an OSError."""
     python = ros_python("kilted")
     env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
-    probe = "from robolearn.cli import config_dir; print(config_dir())"
+    probe = "from robolearn.paths import config_dir; print(config_dir())"
     proc = subprocess.run([str(python), "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == str(ROOT / "configs"), proc.stderr[-2000:]
     prefix = tmp_path / "install"

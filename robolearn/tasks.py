@@ -1,0 +1,152 @@
+"""Tasks as configs: `configs/task/<name>.yaml` names everything task-specific, and this module reads it.
+
+A task yaml holds::
+
+    name: pusht                       # run names, messages
+    env_id: robolearn/PushT-v0        # gymnasium id (null: a real robot, no simulator)
+    env_kwargs: {...}                 # passed to gymnasium.make
+    env_registration: {entry_point: "module:Class", max_episode_steps: 300}   # optional: registers env_id
+    expert: {_target_: module.Class, ...}   # the scripted expert (reset(obs, rng), act(obs)); optional
+    keep_failed: true                 # collection keeps episodes the expert failed (false: successes only)
+    metric: success_rate              # what selects checkpoints: success_rate | mean_score
+    obs_features: {key: {shape: [...], type: low_dim | rgb}}
+    action_key: action
+    dataset: ${data_dir}/pusht_expert.zarr
+    ros: {...}                        # the driver's ROS 2 topic map for this task's scene (optional)
+
+An unknown or misspelled key is an error. Apps read a task through `task_from_config` and never branch on
+its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robolearn.errors import UserError
+from robolearn.policies.features import ObsFeature, check_features, parse_features
+
+#: the keys a task yaml may hold
+TASK_KEYS = {"name", "env_id", "env_kwargs", "env_registration", "expert", "keep_failed", "metric", "obs_features",
+             "action_key", "dataset", "ros"}
+METRICS = ("success_rate", "mean_score")
+
+
+@dataclass
+class Task:
+    """A task config, checked (see the module docstring)."""
+
+    name: str
+    env_id: str | None
+    env_kwargs: dict
+    obs_features: dict[str, ObsFeature]
+    action_key: str = "action"
+    dataset: str | None = None
+    expert: dict | None = None
+    keep_failed: bool = True
+    metric: str = "success_rate"
+    ros: dict = field(default_factory=dict)
+
+    @property
+    def obs_keys(self) -> list[str]:
+        return list(self.obs_features)
+
+    @property
+    def features_spec(self) -> dict:
+        """The yaml-ready feature spec {key: {shape, type}} (what policy configs store)."""
+        return {k: {"shape": list(f.shape), "type": f.type} for k, f in self.obs_features.items()}
+
+    def make_expert(self) -> Any:
+        """The task's scripted expert, built with hydra from its `_target_`.
+
+        Raises:
+            ValueError: the task has no expert.
+        """
+        if not self.expert:
+            raise ValueError(f"task {self.name} has no scripted expert (`expert:` with a `_target_`)")
+        from hydra.utils import instantiate
+
+        return instantiate(self.expert)
+
+    def env_shapes(self) -> tuple[dict[str, tuple], tuple]:
+        """({observation key: per-step shape}, action shape) of the task's env (made and closed).
+
+        Raises:
+            ValueError: the task has no simulator.
+        """
+        if self.env_id is None:
+            raise ValueError(f"task {self.name} has no simulator (env_id: null)")
+        import gymnasium as gym
+
+        env = gym.make(self.env_id, **self.env_kwargs)
+        try:
+            spaces = getattr(env.observation_space, "spaces", {})
+            return {k: tuple(s.shape) for k, s in spaces.items()}, tuple(env.action_space.shape)
+        finally:
+            env.close()
+
+    def check_env(self) -> None:
+        """Check that the env provides every observation feature with its shape.
+
+        Raises:
+            ValueError: a missing key or another shape (naming the key, the shape found and expected).
+        """
+        shapes, _ = self.env_shapes()
+        check_features(self.obs_features, shapes, f"env {self.env_id}")
+
+    def check_action_dim(self, action_dim: int, source: str) -> None:
+        """Raise ValueError unless `action_dim` (from `source`, e.g. a dataset) fits the env's actions."""
+        if self.env_id is None:
+            return
+        _, action_shape = self.env_shapes()
+        expected = int(np.prod(action_shape))
+        if action_dim != expected:
+            raise ValueError(f"{source}: `{self.action_key}` has dimension {action_dim}, but {self.env_id} "
+                             f"takes actions of dimension {expected}")
+
+
+def task_from_config(cfg: Mapping) -> Task:
+    """The `Task` of a hydra `task:` section (resolved).
+
+    Raises:
+        ValueError: an unknown key (named), a missing name/obs_features, a bad feature spec, or an unknown
+            metric.
+    """
+    cfg = dict(cfg)
+    unknown = set(cfg) - TASK_KEYS
+    if unknown:
+        raise ValueError(f"task config has unknown keys {sorted(unknown)}; a task takes {sorted(TASK_KEYS)}")
+    for key in ("name", "obs_features"):
+        if key not in cfg:
+            raise ValueError(f"task config needs `{key}`")
+    try:
+        features = parse_features(cfg["obs_features"])
+    except ValueError as exc:
+        raise ValueError(f"task {cfg['name']}: {exc}") from None
+    metric = cfg.get("metric", "success_rate")
+    if metric not in METRICS:
+        raise ValueError(f"task {cfg['name']}: metric must be one of {list(METRICS)}, got {metric!r}")
+    expert = cfg.get("expert")
+    if expert is not None and not (isinstance(expert, Mapping) and "_target_" in expert):
+        raise ValueError(f"task {cfg['name']}: expert must be a mapping with a `_target_`, got {expert!r:.80}")
+    return Task(name=str(cfg["name"]), env_id=cfg.get("env_id"), env_kwargs=dict(cfg.get("env_kwargs") or {}),
+                obs_features=features, action_key=str(cfg.get("action_key", "action")), dataset=cfg.get("dataset"),
+                expert=None if expert is None else dict(expert), keep_failed=bool(cfg.get("keep_failed", True)),
+                metric=metric, ros=dict(cfg.get("ros") or {}))
+
+
+def load_task(section) -> Task:
+    """The `Task` of an app's hydra `task:` section (a DictConfig, resolved here).
+
+    Raises:
+        UserError: as `task_from_config`, in one line.
+    """
+    from omegaconf import OmegaConf
+
+    try:
+        return task_from_config(OmegaConf.to_container(section, resolve=True))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
