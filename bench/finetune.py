@@ -3,8 +3,8 @@
     python bench/finetune.py [--pretrain-episodes 200] [--pretrain-steps N] [--iterations N]
 
 In one run, with the `robolearn` commands a user would type:
-0. collects the demonstrations: the scripted expert with recoveries (`robolearn collect failure_rate=0.3
-   max_retries=1`: 30% of the episodes miss a first grasp, reopen and grasp again, as human
+0. collects the demonstrations: the scripted expert with recoveries (`robolearn collect task.expert.failure_rate=0.3
+   task.expert.max_retries=1`: 30% of the episodes miss a first grasp, reopen and grasp again, as human
    demonstrations do; --failure-rate 0 for clean demonstrations);
 1. pretrains a deliberately weak Diffusion Policy (20 DDPM steps; an early checkpoint by default, or
    few demonstrations) and evaluates it on 200 held-out test seeds (--test-episodes; the start should be at 20-60%);
@@ -107,8 +107,8 @@ def main() -> None:
     if args.iterations is not None:
         common.append(f"ppo.iterations={args.iterations}")
 
-    robolearn("collect", f"n_episodes={args.pretrain_episodes}", f"failure_rate={args.failure_rate}",
-              f"max_retries={args.max_retries}", f"output={dataset}")
+    robolearn("collect", f"n_episodes={args.pretrain_episodes}", f"task.expert.failure_rate={args.failure_rate}",
+              f"task.expert.max_retries={args.max_retries}", f"output={dataset}")
     t0 = time.perf_counter()
     robolearn("train", "policy=diffusion_unet_ddpm20", f"dataset={dataset}", f"run_dir={out}/pretrain",
               f"training.max_train_episodes={args.pretrain_episodes}", f"training.steps={args.pretrain_steps}",

@@ -22,10 +22,11 @@ import torch
 
 from robolearn.datasets import LinearNormalizer
 from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.policies.features import low_dim_spec
 
 
 def make_policy(obs_dim: int, action_dim: int, down_dims: list[int], step_embed_dim: int) -> DiffusionPolicy:
-    config = DiffusionPolicyConfig(obs_keys=["obs"], obs_dims=[obs_dim], action_dim=action_dim, horizon=16,
+    config = DiffusionPolicyConfig(obs_features=low_dim_spec({"obs": obs_dim}), action_dim=action_dim, horizon=16,
                                    n_obs_steps=2, n_action_steps=8, down_dims=down_dims, kernel_size=5,
                                    n_groups=8, step_embed_dim=step_embed_dim)
     rng = np.random.default_rng(0)
@@ -35,9 +36,9 @@ def make_policy(obs_dim: int, action_dim: int, down_dims: list[int], step_embed_
 
 
 def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int = 8) -> float:
-    obs_dim, action_dim = policy.config.obs_dims[0], policy.action_dim
+    obs_dim, action_dim = policy.obs_features["obs"].size, policy.action_dim
     batch = {"obs": {"obs": torch.randn(batch_size, 2, obs_dim)}, "action": torch.randn(batch_size, 16, action_dim)}
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     policy.train()
     times = []
     for i in range(steps + 2):
@@ -54,7 +55,7 @@ def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int 
 def latency_ms(policy: DiffusionPolicy, sampler: str, steps: int, num_samples: int, repeats: int) -> tuple[float, float]:
     policy.eval()
     policy.set_sampler(sampler, steps)
-    obs = {"obs": torch.randn(1, 2, policy.config.obs_dims[0])}
+    obs = {"obs": torch.randn(1, 2, policy.obs_features["obs"].size)}
     times = []
     for i in range(repeats + 2):
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@
 In one run, with the `robolearn` commands a user would type (collection is skipped when the
 dataset exists, and training resumes from its checkpoints, so a second run only re-evaluates):
 1. collects mixed-quality Lift demonstrations: the scripted expert with injected mistakes
-   (`robolearn collect failure_rate=...`);
+   (`robolearn collect task.expert.failure_rate=...`);
 2. trains the default Diffusion Policy on them (`robolearn train`), so it inherits the mistakes;
 3. trains a Cal-QL Q-function over (observation history, action chunk) on the same data
    (`robolearn train-value`);
@@ -68,7 +68,7 @@ def main() -> None:
 
     dataset = Path(args.dataset)
     if not dataset.exists() and not args.latency_only:
-        run_robolearn("collect", f"n_episodes={args.episodes}", f"failure_rate={args.failure_rate}", f"output={dataset}")
+        run_robolearn("collect", f"n_episodes={args.episodes}", f"task.expert.failure_rate={args.failure_rate}", f"output={dataset}")
     policy_run, q_run = Path(args.policy_run), Path(args.q_run.format(algorithm=args.algorithm))
     if not args.latency_only:
         run_robolearn("train", f"dataset={dataset}", f"run_dir={policy_run}", f"training.steps={args.policy_steps}",
@@ -77,9 +77,8 @@ def main() -> None:
                       f"training.steps={args.q_steps}", f"threads={args.threads}")
     policy_ckpt, q_ckpt = policy_run / "checkpoints" / "best", q_run / "checkpoints" / "latest"
 
-    import robolearn.sim  # noqa: F401  (registers the env)
     from robolearn.datasets import ReplayBuffer
-    from robolearn.evaluate import evaluate_policy
+    from robolearn.sim.evaluation import evaluate_policy
     from robolearn.policies.checkpoint import load_policy
     from robolearn.value import ValueGuidedPolicy, load_q_function
 
@@ -108,7 +107,7 @@ def main() -> None:
             evaluate(f"re-ranked by Q, K={k}", ValueGuidedPolicy(policy, q, k=k), k)
             evaluate(f"random choice, K={k}", ValueGuidedPolicy(policy, q, k=k, selection="random"), k)
 
-    obs = {key: torch.zeros(1, policy.n_obs_steps, dim) for key, dim in zip(policy.obs_keys, policy.config.obs_dims)}
+    obs = {key: torch.zeros(1, policy.n_obs_steps, *f.shape) for key, f in policy.obs_features.items()}
     base_ms = decision_latency_ms(policy, obs, repeats=50)
     latency = {"policy alone": base_ms}
     for k in ks:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.errors import UserError
 from robolearn.paths import config_dir
 from robolearn.ros.params import write_parameters_file
+from robolearn.tasks import load_task
 
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
 GRAPHS = {
@@ -70,10 +71,15 @@ def deploy(cfg: DictConfig) -> int:
     params_file = Path(cfg.params_file) if cfg.params_file else ros_params_dir() / f"{GRAPHS[graph][0]}.yaml"
     if not params_file.is_file():
         raise UserError(f"parameter file not found: {params_file}")
-    overrides = {k: dict(v) for k, v in OmegaConf.to_container(cfg.params, resolve=True).items() if v}
+    nodes = {n for n, _ in GRAPHS[graph][1]}
+    # the task's topic map first (configs/task/<name>.yaml `ros:`), then what the command line gives
+    overrides = {node: dict(values) for node, values in load_task(cfg.task).ros.items() if node in nodes}
+    for node, values in OmegaConf.to_container(cfg.params, resolve=True).items():
+        if values:
+            overrides.setdefault(node, {}).update(values)
     for key, node in (("robot", "robot_driver"), ("episodes", "robot_driver"), ("device", "teleop_node"),
                       ("output", "recorder_node"), ("episodes", "teleop_node")):
-        if node not in {n for n, _ in GRAPHS[graph][1]}:
+        if node not in nodes:
             continue
         if cfg[key] is not None:
             overrides.setdefault(node, {})[key] = cfg[key]

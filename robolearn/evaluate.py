@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.errors import UserError
 from robolearn.policies.checkpoint import CheckpointError, load_policy
+from robolearn.policies.features import check_features
 from robolearn.sim.evaluation import evaluate_policy, format_results
+from robolearn.tasks import load_task
 from robolearn.value import ValueGuidedPolicy, load_q_function
 
 
@@ -40,9 +42,14 @@ def run_eval(cfg: DictConfig) -> dict:
     """Hydra task `robolearn eval checkpoint=...`: evaluate a checkpoint on fixed seeds.
 
     Raises:
-        UserError: no checkpoint, a damaged checkpoint, or a value of the wrong type or range (`EVAL_RULES`).
+        UserError: no checkpoint, a damaged checkpoint, a task without a simulator, a checkpoint whose
+            observation features the task's env does not provide (naming the key), or a value of the wrong
+            type or range (`EVAL_RULES`).
     """
     check_config(cfg, EVAL_RULES)
+    task = load_task(cfg.task)
+    if task.env_id is None:
+        raise UserError(f"task {task.name} has no simulator to evaluate in")
     if cfg.checkpoint is None:
         raise UserError("give a checkpoint folder: robolearn eval checkpoint=runs/.../checkpoints/latest")
     try:
@@ -50,14 +57,17 @@ def run_eval(cfg: DictConfig) -> dict:
                              sampler=cfg.sampler, num_inference_steps=cfg.num_inference_steps)
     except CheckpointError as exc:
         raise UserError(str(exc)) from exc
+    try:
+        check_features(policy.obs_features, task.env_shapes()[0], f"task={task.name} (env {task.env_id})")
+    except ValueError as exc:
+        raise UserError(f"{cfg.checkpoint} does not fit {exc}; pass the task it was trained on (task=...)") from None
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.value is not None:
         policy = with_reranking(policy, cfg.value, cfg.rerank, device=cfg.device or "cpu")
     out = Path(cfg.output_dir)
     seeds = range(cfg.seed, cfg.seed + cfg.n_episodes)
-    env_kwargs = OmegaConf.to_container(cfg.task.env_kwargs, resolve=True)
-    results = evaluate_policy(policy, cfg.task.env_id, seeds, env_kwargs,
+    results = evaluate_policy(policy, task.env_id, seeds, task.env_kwargs,
                               video_path=str(out / "eval.mp4") if cfg.n_video else None, n_video=cfg.n_video)
     results.update(checkpoint=str(cfg.checkpoint), policy_class=type(policy).__name__,
                    sampler=getattr(policy.config, "sampler", None),

@@ -56,9 +56,11 @@ def test_default_output_goes_to_the_data_folder(tmp_path):
 
 def test_collect_with_recoveries(tmp_path):
     out = tmp_path / "recovery.zarr"
-    robolearn("collect", "n_episodes=2", "failure_rate=1.0", "max_retries=1", f"output={out}", cwd=tmp_path)
+    robolearn("collect", "n_episodes=2", "task.expert.failure_rate=1.0", "task.expert.max_retries=1", f"output={out}",
+              cwd=tmp_path)
     rb = ReplayBuffer.open(out)
-    assert rb.attrs["robolearn"]["failure_rate"] == 1.0 and rb.attrs["robolearn"]["max_retries"] == 1
+    expert = rb.attrs["robolearn"]["expert"]
+    assert expert["failure_rate"] == 1.0 and expert["max_retries"] == 1
     for i in range(2):
         ep = rb.get_episode(i, ["action", "success"])
         assert ep["success"][-1]  # every mistake was recovered
@@ -71,8 +73,10 @@ def test_collect_with_recoveries(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["dataset", "info", "missing.zarr"], "replay buffer not found: missing.zarr"),
     (["collect", "n_episodes=0"], "n_episodes=0: expected an integer >= 1"),
-    (["collect", "n_episodes=1", "action_noise=-1"], "action_noise=-1: expected a finite number >= 0"),
-    (["collect", "n_episodes=1", "max_retries=-1"], "max_retries=-1: expected an integer >= 0"),
+    (["collect", "n_episodes=1", "task.expert.action_noise=-1"], "action_noise must be >= 0 rad, got -1"),
+    (["collect", "n_episodes=1", "task.expert.max_retries=-1"], "max_retries must be >= 0, got -1"),
+    (["collect", "n_episodes=1", "task.expert.gripper=1"], "cannot build the expert robolearn.sim.expert.LiftExpert"),
+    (["collect", "n_episodes=1", "+task.obs_featrues={}"], "task config has unknown keys ['obs_featrues']"),
     (["frobnicate"], "unknown command"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, args, message):

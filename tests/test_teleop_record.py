@@ -82,14 +82,15 @@ def test_leader_arm_is_mirrored_in_joint_space_and_never_torqued():
 
 def test_expert_does_not_start_an_episode_while_the_last_lift_is_still_in_view():
     from robolearn.hardware.teleop import ExpertTeleop
-    from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z
+    from robolearn.sim.expert import LiftExpert
+    from robolearn.sim.lift import CUBE_HALF_SIZE, LIFT_HEIGHT, TABLE_TOP_Z, cube_lifted
 
-    def obs(cube_z):
+    def obs(cube_z):  # the scene reports its success test, as MujocoRobot does
         return RobotObservation(timestamp=0.0, joint_pos=np.array(HOME_QPOS[:6], dtype=float), joint_vel=np.zeros(6),
                                 extras={"gripper_opening": np.array([0.06]), "cube_quat": np.array([1.0, 0, 0, 0]),
-                                        "cube_pos": np.array([0.2, 0.0, cube_z])})
+                                        "cube_pos": np.array([0.2, 0.0, cube_z])}, success=cube_lifted(cube_z))
 
-    expert = ExpertTeleop(episodes=2)
+    expert = ExpertTeleop(LiftExpert(), episodes=2)
     lifted, on_table = obs(TABLE_TOP_Z + CUBE_HALF_SIZE + LIFT_HEIGHT + 0.01), obs(TABLE_TOP_Z + CUBE_HALF_SIZE)
     assert expert.read(on_table).events == {"start"}
     assert expert.read(lifted).events == {"stop"}  # episode 1 done

@@ -13,7 +13,7 @@ TINY_Q = ["network.hidden=[32,32]", "training.batch_size=64", "training.log_ever
 def demo(tmp_path_factory):
     """A 4-episode mixed-quality dataset and a tiny policy trained on it."""
     root = tmp_path_factory.mktemp("value_cli")
-    run("collect", "n_episodes=4", "failure_rate=0.5", "action_noise=0.01", f"output={root}/mixed.zarr", cwd=root)
+    run("collect", "n_episodes=4", "task.expert.failure_rate=0.5", "task.expert.action_noise=0.01", f"output={root}/mixed.zarr", cwd=root)
     run("train", f"dataset={root}/mixed.zarr", f"run_dir={root}/policy", "training.steps=10", "eval.n_episodes=0",
         "eval.final_n_episodes=0", *TINY, cwd=root)
     return root

@@ -80,6 +80,8 @@ def make_device(name: str, rate_hz: float = 20.0, leader: str | None = None, lea
             raise ValueError("device=leader needs leader=<hardware config name>, e.g. leader=so101")
         return LeaderArmTeleop(make_bus_arm(leader, leader_port, read_only=True, calibration=leader_calibration),
                                events_from=KeyboardTeleop())
-    if name == "expert":
-        return ExpertTeleop(episodes=episodes, seed=seed)
+    if name == "expert":  # the simulated arm's scene is Lift's: its expert drives
+        from robolearn.sim.expert import LiftExpert
+
+        return ExpertTeleop(LiftExpert(), episodes=episodes, seed=seed)
     raise ValueError(f"unknown teleoperation device {name!r}: keyboard, gamepad, spacemouse, leader or expert")

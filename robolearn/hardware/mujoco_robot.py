@@ -1,4 +1,5 @@
-"""`MujocoRobot`: the Lift arm in MuJoCo behind the `Robot` interface (a stand-in for hardware)."""
+"""`MujocoRobot`: the Lift arm in MuJoCo behind the `Robot` interface (a stand-in for hardware). Its readings
+carry the Lift scene's success test (`RobotObservation.success`), so drivers and devices need not know it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from robolearn.hardware.robot import Robot, RobotObservation
 from robolearn.hardware.safety import SafetyLimits
 from robolearn.sim.arm import JOINT_NAMES, joint_limits, load_model
-from robolearn.sim.lift import HOME_QPOS, gripper_opening
+from robolearn.sim.lift import HOME_QPOS, SPAWN_X, SPAWN_Y, cube_lifted, gripper_opening
 
 
 class MujocoRobot(Robot):
@@ -63,7 +64,7 @@ class MujocoRobot(Robot):
     def _place_scene(self) -> None:
         mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
         yaw = self.rng.uniform(-np.pi, np.pi)
-        self.data.qpos[self._cube:self._cube + 2] = (self.rng.uniform(0.14, 0.24), self.rng.uniform(-0.1, 0.1))
+        self.data.qpos[self._cube:self._cube + 2] = (self.rng.uniform(*SPAWN_X), self.rng.uniform(*SPAWN_Y))
         self.data.qpos[self._cube + 3:self._cube + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self.data.ctrl[:] = HOME_QPOS
         self._pending.clear()
@@ -109,7 +110,8 @@ class MujocoRobot(Robot):
             extras={"gripper_opening": np.array([gripper_opening(self.model, self.data)]),
                     "cube_pos": self.data.qpos[self._cube:self._cube + 3].copy(),
                     "cube_quat": self.data.qpos[self._cube + 3:self._cube + 7].copy()},
-            images={name: self._render(name) for name in self.camera_sizes})
+            images={name: self._render(name) for name in self.camera_sizes},
+            success=cube_lifted(self.data.qpos[self._cube + 2]))
 
     def _write(self, command: np.ndarray) -> None:
         self._pending.append((self.data.time + self.command_latency, command.copy()))

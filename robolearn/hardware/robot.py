@@ -21,6 +21,8 @@ class RobotObservation:
         joint_vel: (n_joints,) rad/s.
         extras: further task observations (e.g. the simulator's cube pose), name -> array.
         images: camera frames, name -> (H, W, 3) uint8.
+        success: whether the scene's task is done (a simulated scene's success test), None where the robot
+            cannot tell (real hardware).
     """
 
     timestamp: float
@@ -28,6 +30,7 @@ class RobotObservation:
     joint_vel: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    success: bool | None = None
 
 
 class RobotError(RuntimeError):

@@ -286,17 +286,16 @@ class LeaderArmTeleop(TeleopDevice):
 
 
 class ExpertTeleop(TeleopDevice):
-    """A scripted device: the Lift expert drives the arm and starts/stops episodes by itself.
+    """A scripted device: a task's expert drives the arm and starts/stops episodes by itself.
 
-    Needs observations with extras gripper_opening, cube_pos and cube_quat (e.g. `MujocoRobot`).
-    Each episode starts on the first read, stops when the cube is 5 cm up or after
+    `expert` has `reset(obs, rng)` and `act(obs) -> joint targets` over {"joint_pos", **extras} (the Lift
+    expert needs the extras gripper_opening, cube_pos and cube_quat of `MujocoRobot`). Each episode starts
+    on the first read, stops when the scene reports success (`RobotObservation.success`) or after
     `max_steps`, and recording quits after `episodes` episodes.
     """
 
-    def __init__(self, episodes: int = 1, max_steps: int = 200, seed: int = 0):
-        from robolearn.sim.expert import LiftExpert
-
-        self.expert, self.episodes, self.max_steps, self.seed = LiftExpert(), episodes, max_steps, seed
+    def __init__(self, expert, episodes: int = 1, max_steps: int = 200, seed: int = 0):
+        self.expert, self.episodes, self.max_steps, self.seed = expert, episodes, max_steps, seed
         self.done, self.steps = 0, None
 
     def scene_reset(self) -> None:
@@ -304,15 +303,13 @@ class ExpertTeleop(TeleopDevice):
         self.steps = None
 
     def read(self, observation: RobotObservation) -> TeleopCommand:
-        from robolearn.sim.lift import cube_lifted
-
         if self.done >= self.episodes:
             return TeleopCommand(joint_target=observation.joint_pos, events={"quit"})
         obs = {"joint_pos": observation.joint_pos, **observation.extras}
-        lifted = cube_lifted(obs["cube_pos"][2])
+        lifted = bool(observation.success)
         command = TeleopCommand()
         if self.steps is None:
-            if lifted:  # the scene still shows the last episode's lift (its reset is on the way): hold
+            if lifted:  # the scene still shows the last episode's success (its reset is on the way): hold
                 return TeleopCommand(joint_target=observation.joint_pos)
             self.expert.reset(obs, np.random.default_rng(self.seed + self.done))
             self.steps = 0

@@ -18,7 +18,7 @@ Malformed commands (wrong length, unknown joints, NaN/inf) and trajectories stam
 start, are refused with a rate-limited log line; no message can stop the node.
 
 Simulation episodes (robot=sim, episodes > 0): the scene is reset with seed `seed + i`, the episode
-ends on success (cube 5 cm up) or after `episode_seconds`; starts and ends are announced on
+ends on the scene's success (`RobotObservation.success`; Lift: the cube 5 cm up) or after `episode_seconds`; starts and ends are announced on
 /robolearn/episode (std_msgs/String "start <i> <seed> <stamp>" / "end <i> success|failure", latched;
 <stamp> is the ROS time of the reset, s, so listeners can drop observations taken before it), and
 the node exits after the last episode with the success rate printed. The first episode starts
@@ -221,12 +221,9 @@ class RobotDriverNode:
         if self.episodes and self.episode < 0:
             if self.commanded and self.pub_episode.subscription_count() >= int(self.p["episode_subscribers"]):
                 self._next_episode(now)
-        elif self.episodes:
-            from robolearn.sim.lift import cube_lifted
-
-            lifted = cube_lifted(obs.extras["cube_pos"][2])
-            if lifted or now - self.episode_start >= float(self.p["episode_seconds"]):
-                return self._end_episode(bool(lifted), now)
+        elif self.episodes:  # the scene's own success test (`RobotObservation.success`)
+            if obs.success or now - self.episode_start >= float(self.p["episode_seconds"]):
+                return self._end_episode(bool(obs.success), now)
         return True
 
     def report(self) -> str:

@@ -112,6 +112,11 @@ class LiftExpert:
             else:
                 self.close_height = self.rng.uniform(*EARLY_CLOSE_HEIGHT)
 
+    @property
+    def mode(self) -> dict:
+        """The episode's mode: the grasp yaw index k (grasp yaw = cube yaw + k * 90 deg)."""
+        return {"grasp": self.grasp_mode}
+
     @staticmethod
     def _grasp_rolls(obs: dict) -> dict[int, float]:
         """Wrist roll (rad) of each grasp mode k (grasp yaw cube_yaw + k * pi/2) within +-`ROLL_LIMIT`."""

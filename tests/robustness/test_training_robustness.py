@@ -44,7 +44,7 @@ def test_bad_training_values_are_one_line_errors(tmp_path, override, expected):
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["collect", "n_episodes=abc"], "n_episodes='abc': expected an integer >= 1"),
-    (["collect", "failure_rate=1.5"], "failure_rate=1.5: expected a finite number in [0, 1]"),
+    (["collect", "task.expert.failure_rate=1.5"], "failure_rate must be in [0, 1], got 1.5"),
     (["eval", "checkpoint=x", "n_episodes=0"], "n_episodes=0: expected an integer >= 1"),
     (["finetune", "checkpoint=x", "ppo.iterations=-1"], "ppo.iterations=-1: expected an integer >= 1"),
     (["finetune", "checkpoint=x", "ppo.gamma=nan"], "ppo.gamma=nan: expected a finite number in [0, 1]"),
