@@ -78,8 +78,8 @@ def main() -> None:
     policy_ckpt, q_ckpt = policy_run / "checkpoints" / "best", q_run / "checkpoints" / "latest"
 
     from robolearn.datasets import ReplayBuffer
-    from robolearn.sim.evaluation import evaluate_policy
     from robolearn.policies.checkpoint import load_policy
+    from robolearn.sim.evaluation import evaluate_policy
     from robolearn.value import ValueGuidedPolicy, load_q_function
 
     policy = load_policy(policy_ckpt)

@@ -35,7 +35,10 @@ def task_registrations() -> dict[str, dict]:
 
 def register_envs() -> None:
     """Register every task env that gymnasium does not know yet (idempotent)."""
-    from gymnasium.envs.registration import register, registry  # (works while gymnasium is still importing)
+    from gymnasium.envs.registration import (  # (works while gymnasium is still importing)
+        register,
+        registry,
+    )
 
     for env_id, spec in task_registrations().items():
         if env_id not in registry:

@@ -75,7 +75,7 @@ def test_collect_with_recoveries(tmp_path):
     (["collect", "n_episodes=0"], "n_episodes=0: expected an integer >= 1"),
     (["collect", "n_episodes=1", "task.expert.action_noise=-1"], "action_noise must be >= 0 rad, got -1"),
     (["collect", "n_episodes=1", "task.expert.max_retries=-1"], "max_retries must be >= 0, got -1"),
-    (["collect", "n_episodes=1", "task.expert.gripper=1"], "cannot build the expert robolearn.sim.expert.LiftExpert"),
+    (["collect", "n_episodes=1", "+task.expert.gripper=1"], "cannot build the expert robolearn.sim.expert.LiftExpert"),
     (["collect", "n_episodes=1", "+task.obs_featrues={}"], "task config has unknown keys ['obs_featrues']"),
     (["frobnicate"], "unknown command"),
 ])

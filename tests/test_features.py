@@ -8,12 +8,18 @@ import yaml
 from torch import nn
 
 from robolearn.datasets import LinearNormalizer
-from robolearn.policies import DiffusionPolicy, DiffusionPolicyConfig
+from robolearn.policies import DiffusionPolicyConfig
 from robolearn.policies.base import Policy
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.config import config_from_target
-from robolearn.policies.features import (ObsEncoder, ObsFeature, check_features, features_to_dict, low_dim_spec,
-                                         parse_features)
+from robolearn.policies.features import (
+    ObsEncoder,
+    ObsFeature,
+    check_features,
+    features_to_dict,
+    low_dim_spec,
+    parse_features,
+)
 from robolearn.policies.history import ObsHistory, history_indices
 from robolearn.policies.train_state import TrainState
 from robolearn.tasks import task_from_config

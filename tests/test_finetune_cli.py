@@ -29,7 +29,7 @@ def test_dppo_finetune_resumes_and_loads_in_eval(tmp_path):
 
     out = run(*ft, "ppo.iterations=3", cwd=tmp_path).stdout
     assert "at iteration 2" in out and "resumed from" in out
-    state = json.loads((latest / "train_state.json").read_text())
+    state = json.loads((latest / "train_state.json").read_text())["counters"]
     assert state["iteration"] == 3 and state["ema_step"] == 2  # one critic warm-up iteration, two actor updates
     # then the average (evaluated, deployed) lags the online weights, restored on resume and updated after it
     raw, averaged = (load_file(latest / f"{name}.safetensors") for name in ("ft_model", "ft_ema"))
@@ -55,13 +55,14 @@ def test_gaussian_baseline_pretrains_by_bc_and_finetunes(tmp_path):
               *[o for o in TINY_FT if not o.startswith("eval.final_n_episodes")], cwd=tmp_path).stdout
     assert "resumed from" in out and "no test evaluation" in out
     state_path = tmp_path / "g" / "checkpoints" / "latest" / "train_state.json"
-    state = json.loads(state_path.read_text())
+    state = json.loads(state_path.read_text())["counters"]
     assert state["ema_step"] == 1
-    # a run written before weight averaging (no ema_step) is a clear error, and its checkpoint stays
+    # a run written by an older robolearn (its train state without the format: flat counters) is a clear
+    # error, and its checkpoint stays
     state_path.write_text(json.dumps({k: v for k, v in state.items() if k != "ema_step"}))
     proc = run("finetune", "policy=gaussian", f"dataset={tmp_path}/demo.zarr", f"run_dir={tmp_path}/g",
                "policy.hidden=[32]", "ppo.iterations=3", *TINY_FT, cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "before robolearn finetune averaged its weights" in proc.stderr
+    assert proc.returncode == 2 and "written by an older robolearn and cannot be resumed" in proc.stderr
     assert json.loads(state_path.read_text())["iteration"] == 2
 
 

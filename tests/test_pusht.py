@@ -11,7 +11,13 @@ import pytest
 import zarr
 
 from robolearn.datasets import ReplayBuffer
-from robolearn.sim.pusht import GOAL_POSE, LOCAL_KEYPOINTS, PushTEnv, coverage, keypoints
+from robolearn.sim.pusht import (
+    GOAL_POSE,
+    LOCAL_KEYPOINTS,
+    PushTEnv,
+    coverage,
+    keypoints,
+)
 from robolearn.sim.pusht_expert import PushTExpert
 
 
@@ -32,10 +38,18 @@ def test_coverage_of_hand_built_poses():
     assert 0.96 < coverage(GOAL_POSE + [1.0, 0.0, 0.0]) < 0.98
 
 
+def place_block(env, pose):
+    """Put the block's body origin at pose (x, y, angle): the angle first (pymunk turns a body about its centre
+    of mass), then the position."""
+    env.base.block.angle = float(pose[2])
+    env.base.block.position = (float(pose[0]), float(pose[1]))
+
+
 def test_env_reward_and_success_follow_the_paper():
     env = PushTEnv()
     # the agent parked in a corner, the block exactly on its goal: reward 1, success, termination
-    obs, _ = env.reset(seed=0, options={"reset_to_state": [30.0, 30.0, *GOAL_POSE]})
+    env.reset(seed=0, options={"reset_to_state": [30.0, 30.0, 100.0, 400.0, 0.0]})
+    place_block(env, GOAL_POSE)
     obs, reward, terminated, truncated, info = env.step(np.array([30.0, 30.0]))
     assert reward == pytest.approx(1.0) and info["is_success"] and terminated and not truncated
     assert info["coverage"] == pytest.approx(coverage(env.block_pose), abs=1e-6)
@@ -44,7 +58,7 @@ def test_env_reward_and_success_follow_the_paper():
     np.testing.assert_allclose(obs["keypoint"], keypoints(env.block_pose), atol=1e-3)
     np.testing.assert_allclose(obs["state"][:2], [30.0, 30.0], atol=1.0)
     # the block far from its goal: reward = clip(coverage / 0.95, 0, 1) = 0, no success
-    env.reset(seed=0, options={"reset_to_state": [30.0, 30.0, 400.0, 100.0, 0.0]})
+    place_block(env, [400.0, 100.0, 0.0])
     _, reward, terminated, _, info = env.step(np.array([30.0, 30.0]))
     assert reward == 0.0 and not info["is_success"] and not terminated
     with pytest.raises(ValueError, match="action must be finite"):

@@ -40,7 +40,7 @@ def test_train_then_eval_end_to_end(tmp_path):
     for name in ("config.yaml", "normalizer.json", "model.safetensors", "ema.safetensors",
                  "train_state.safetensors", "train_state.json"):
         assert (latest / name).is_file(), name
-    assert json.loads((latest / "train_state.json").read_text())["step"] == 40
+    assert json.loads((latest / "train_state.json").read_text())["counters"]["step"] == 40
     assert (run_dir / "eval.mp4").stat().st_size > 1000
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     results = json.loads((run_dir / "eval_results.json").read_text())

@@ -25,11 +25,11 @@ def test_train_value_resumes_and_reranks_in_eval(demo, algorithm, tmp_path):
     out = run(*args, "training.steps=20", cwd=tmp_path).stdout
     assert "Q on the dataset" in out and "checkpoint:" in out
     latest = tmp_path / "q" / "checkpoints" / "latest"
-    assert json.loads((latest / "train_state.json").read_text())["step"] == 20
+    assert json.loads((latest / "train_state.json").read_text())["counters"]["step"] == 20
     assert (latest / "target.safetensors").is_file() and list((tmp_path / "q" / "tb").glob("events.*"))
     out = run(*args, "training.steps=30", cwd=tmp_path).stdout
     assert "resumed from" in out and "at step 20" in out
-    assert json.loads((latest / "train_state.json").read_text())["step"] == 30
+    assert json.loads((latest / "train_state.json").read_text())["counters"]["step"] == 30
 
     ev = run("eval", f"checkpoint={demo}/policy/checkpoints/latest", f"value={latest}", "rerank.k=4", "n_episodes=2",
              "n_video=0", "num_inference_steps=3", f"output_dir={tmp_path}/ev", cwd=tmp_path)

@@ -15,6 +15,7 @@ from robolearn.datasets import SequenceDataset
 from robolearn.errors import UserError
 from robolearn.policies.checkpoint import CheckpointError, load_policy
 from robolearn.policies.config import SerializableConfig
+from robolearn.policies.features import check_features
 from robolearn.policies.gaussian import GaussianChunkPolicy, GaussianPolicyConfig
 
 
@@ -95,10 +96,18 @@ def pretrain_gaussian(g: GaussianPPOConfig, task, dataset: str, seed: int, devic
     """Behaviour cloning of a `GaussianChunkPolicy` on the task's demonstrations (MSE on the mean).
 
     The episodes are chosen by the same seeded split as `robolearn train` (val_ratio, seed,
-    max_train_episodes), so the baseline sees the demonstrations the Diffusion Policy saw."""
+    max_train_episodes), so the baseline sees the demonstrations the Diffusion Policy saw.
+
+    Raises:
+        UserError: the dataset lacks an observation feature of the task, or has it in another shape.
+    """
     data = SequenceDataset(dataset, task.obs_keys, task.action_key, horizon=g.n_obs_steps - 1 + g.n_action_steps,
                            n_obs_steps=g.n_obs_steps, n_action_steps=g.n_action_steps, val_ratio=g.bc_val_ratio,
                            seed=seed, max_train_episodes=g.bc_max_episodes)
+    try:
+        check_features(task.obs_features, data.obs_shapes, f"dataset {dataset}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     config = GaussianPolicyConfig(obs_features=task.features_spec, action_dim=data.action_dim,
                                   n_obs_steps=g.n_obs_steps, n_action_steps=g.n_action_steps, hidden=list(g.hidden),
                                   init_std=g.init_std, min_std=g.min_std, max_std=g.max_std)
