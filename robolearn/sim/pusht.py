@@ -9,6 +9,8 @@ reference Push-T dataset and adds the geometry the scripted expert and the tests
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import shapely.geometry as sg
@@ -90,6 +92,7 @@ class PushTEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, image_obs: bool = False,
                  image_size: tuple[int, int] = (96, 96), render_size: int = 384):
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # gym-pusht imports pygame, which greets on stdout
         from gym_pusht.envs.pusht import PushTEnv as GymPushT
 
         self.render_mode = render_mode
