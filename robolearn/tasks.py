@@ -88,22 +88,18 @@ class Task:
         finally:
             env.close()
 
-    def check_env(self) -> None:
-        """Check that the env provides every observation feature with its shape.
+    def check_env(self, action_dim: int | None = None, source: str = "the data") -> None:
+        """Check, making the env once, that it provides every observation feature with its shape and, given
+        `action_dim` (from `source`, e.g. a dataset), that it takes actions of that size.
 
         Raises:
-            ValueError: a missing key or another shape (naming the key, the shape found and expected).
+            ValueError: a missing key or another shape (naming the key, the shape found and expected), or
+                another action size.
         """
-        shapes, _ = self.env_shapes()
+        shapes, action_shape = self.env_shapes()
         check_features(self.obs_features, shapes, f"env {self.env_id}")
-
-    def check_action_dim(self, action_dim: int, source: str) -> None:
-        """Raise ValueError unless `action_dim` (from `source`, e.g. a dataset) fits the env's actions."""
-        if self.env_id is None:
-            return
-        _, action_shape = self.env_shapes()
         expected = int(np.prod(action_shape))
-        if action_dim != expected:
+        if action_dim is not None and action_dim != expected:
             raise ValueError(f"{source}: `{self.action_key}` has dimension {action_dim}, but {self.env_id} "
                              f"takes actions of dimension {expected}")
 

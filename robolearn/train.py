@@ -249,23 +249,17 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
 
 
 def check_dataset_fits_env(data: SequenceDataset, task: Task) -> None:
-    """Before the first step: the dataset's observation shapes and action size must fit the task's env.
+    """Before the first step: the task's env must provide the features the dataset was checked against
+    (`check_dataset_matches`) and take actions of the dataset's size.
 
     Raises:
-        UserError: an observation key the env does not provide, or a shape or size that differs (naming the
-            key, the dataset's shape and the env's).
+        UserError: an observation key the env does not provide or gives in another shape (naming the key and
+            both shapes), or another action size.
     """
     try:
-        shapes, _ = task.env_shapes()
-        for key in task.obs_keys:
-            if key not in shapes:
-                raise ValueError(f"observation `{key}` is not provided by {task.env_id} (it has {sorted(shapes)})")
-            if tuple(data.obs_shapes[key]) != tuple(shapes[key]):
-                raise ValueError(f"observation `{key}` has shape {list(data.obs_shapes[key])}, but {task.env_id} "
-                                 f"gives {list(shapes[key])}; this dataset does not belong to this task")
-        task.check_action_dim(data.action_dim, f"dataset {data.path}")
+        task.check_env(action_dim=data.action_dim, source=f"dataset {data.path}")
     except ValueError as exc:
-        raise UserError(f"dataset {data.path}: {exc}" if str(data.path) not in str(exc) else str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDataset, policy, ema: EMA,
