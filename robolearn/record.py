@@ -87,7 +87,7 @@ def record(cfg: DictConfig) -> Path:
                 if ("stop" in events or len(episode) >= max_steps) and episode:
                     data = {k: np.stack([row[k] for row in episode]) for k in episode[0]}
                     data["done"] = np.arange(len(episode)) == len(episode) - 1
-                    buffer.add_episode(data, chunks={k: (1, *v.shape[1:]) for k, v in data.items() if v.ndim == 4})
+                    buffer.add_episode(data)
                     saved, episode, status = saved + 1, None, "saved"
                     if cfg.max_episodes and saved >= cfg.max_episodes:
                         break

@@ -13,6 +13,7 @@ A task yaml holds::
     action_key: action
     dataset: ${data_dir}/pusht_expert.zarr
     ros: {...}                        # the driver's ROS 2 topic map for this task's scene (optional)
+    training: {batch_size: 64}        # robolearn train's defaults for this task (optional; the command line wins)
 
 An unknown or misspelled key is an error. Apps read a task through `task_from_config` and never branch on
 its name.
@@ -31,7 +32,7 @@ from robolearn.policies.features import ObsFeature, check_features, parse_featur
 
 #: the keys a task yaml may hold
 TASK_KEYS = {"name", "env_id", "env_kwargs", "env_registration", "expert", "keep_failed", "metric", "obs_features",
-             "action_key", "dataset", "ros"}
+             "action_key", "dataset", "ros", "training"}
 METRICS = ("success_rate", "mean_score")
 
 
@@ -49,6 +50,7 @@ class Task:
     keep_failed: bool = True
     metric: str = "success_rate"
     ros: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
 
     @property
     def obs_keys(self) -> list[str]:
@@ -131,7 +133,7 @@ def task_from_config(cfg: Mapping) -> Task:
     return Task(name=str(cfg["name"]), env_id=cfg.get("env_id"), env_kwargs=dict(cfg.get("env_kwargs") or {}),
                 obs_features=features, action_key=str(cfg.get("action_key", "action")), dataset=cfg.get("dataset"),
                 expert=None if expert is None else dict(expert), keep_failed=bool(cfg.get("keep_failed", True)),
-                metric=metric, ros=dict(cfg.get("ros") or {}))
+                metric=metric, ros=dict(cfg.get("ros") or {}), training=dict(cfg.get("training") or {}))
 
 
 def load_task(section) -> Task:

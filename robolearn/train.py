@@ -166,7 +166,7 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
     saved_config = {"policy": OmegaConf.to_container(pc, resolve=True),
                     "task": OmegaConf.to_container(cfg.task, resolve=True),
                     "dataset": str(dataset_path), "dataset_fingerprint": data.fingerprint(),
-                    "training": OmegaConf.to_container(tc)}
+                    "training": OmegaConf.to_container(tc, resolve=True)}
 
     step, best = 0, -1.0
     if checkpoints.latest is not None:

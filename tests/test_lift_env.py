@@ -89,8 +89,11 @@ def test_vector_env():
 def test_offscreen_render_and_image_obs():
     env = LiftEnv(render_mode="rgb_array", image_obs=True, image_size=(48, 64))
     obs, _ = env.reset(seed=0)
-    assert obs["image"].shape == (48, 64, 3) and obs["image"].dtype == np.uint8
-    assert obs["image"].std() > 5  # not a blank frame
+    for key in ("front_image", "wrist_image"):
+        assert obs[key].shape == (48, 64, 3) and obs[key].dtype == np.uint8
+        assert obs[key].std() > 5  # not a blank frame
+        assert env.observation_space[key].contains(obs[key])
+    assert not np.array_equal(obs["front_image"], obs["wrist_image"])
     frame = env.render()
     assert frame.shape == (240, 320, 3) and frame.std() > 5
     env.close()

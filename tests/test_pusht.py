@@ -54,7 +54,8 @@ def test_env_reward_and_success_follow_the_paper():
     assert reward == pytest.approx(1.0) and info["is_success"] and terminated and not truncated
     assert info["coverage"] == pytest.approx(coverage(env.block_pose), abs=1e-6)
     # the observation keys of the reference dataset, in its units
-    assert set(obs) == {"state", "keypoint"} and obs["state"].shape == (5,) and obs["keypoint"].shape == (9, 2)
+    assert set(obs) == {"state", "keypoint", "agent_pos"} and obs["state"].shape == (5,) and obs["keypoint"].shape == (9, 2)
+    np.testing.assert_allclose(obs["agent_pos"], obs["state"][:2])
     np.testing.assert_allclose(obs["keypoint"], keypoints(env.block_pose), atol=1e-3)
     np.testing.assert_allclose(obs["state"][:2], [30.0, 30.0], atol=1.0)
     # the block far from its goal: reward = clip(coverage / 0.95, 0, 1) = 0, no success
@@ -100,7 +101,7 @@ def test_gym_make_works_in_a_fresh_process_without_importing_robolearn(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          check=True).stdout.splitlines()
     assert out[0].startswith("robolearn/Lift-v0 ['cube_pos', 'cube_quat', 'gripper_opening', 'joint_pos']")
-    assert out[1] == "robolearn/PushT-v0 ['keypoint', 'state'] 300"
+    assert out[1] == "robolearn/PushT-v0 ['agent_pos', 'keypoint', 'state'] 300"
 
 
 def test_collect_keeps_only_successful_pusht_episodes(tmp_path):

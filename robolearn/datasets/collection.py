@@ -62,8 +62,8 @@ def collect_dataset(output: str | Path, task: Task, n_episodes: int, seed: int =
     collection keeps every finished episode. The dataset is locked for writing while collection runs.
 
     Args:
-        image_obs: ask the env for camera images too (env kwarg `image_obs`); uint8 image keys are stored one
-            frame per chunk.
+        image_obs: ask the env for camera images too (env kwarg `image_obs`). Every camera the env gives
+            (the task's `env_kwargs` may name them) is stored, as uint8 (`ReplayBuffer`'s image chunks).
 
     Raises:
         UserError: n_episodes < 1, a task without an expert or a simulator, an existing dataset that was
@@ -107,9 +107,6 @@ def _collect_into(buffer: ReplayBuffer, output: Path, task: Task, env_kwargs: di
     start = buffer.n_episodes
     attempts = int(buffer.attrs.get(PROGRESS_ATTR, {}).get("attempts", start))
     env = gym.make(task.env_id, **env_kwargs)
-    image_keys = [k for k, s in getattr(env.observation_space, "spaces", {}).items()
-                  if s.dtype == np.uint8 and len(s.shape) == 3]
-    chunks = {k: (1, *env.observation_space[k].shape) for k in image_keys} or None
     successes = int(sum(buffer.get_episode(i, ["success"])["success"][-1] for i in range(start)))
     t0 = time.perf_counter()
     kept = start
@@ -119,7 +116,7 @@ def _collect_into(buffer: ReplayBuffer, output: Path, task: Task, env_kwargs: di
         attempts += 1
         success = bool(episode["success"][-1])
         if success or task.keep_failed:
-            buffer.add_episode(episode, chunks=chunks)
+            buffer.add_episode(episode)
             kept += 1
             successes += success
             bar.update(1)

@@ -44,9 +44,9 @@ def describe_fingerprint(fingerprint: dict | None) -> str:
 class SequenceDataset(torch.utils.data.Dataset):
     """Windows of (observation history, action horizon) for training a chunked policy.
 
-    The chosen keys of the buffer are loaded into memory once. Item i is::
+    The chosen keys of the buffer are loaded into memory once (camera images as uint8). Item i is::
 
-        {"obs": {key: float32 tensor (n_obs_steps, *shape_key)},
+        {"obs": {key: float32 tensor (n_obs_steps, *shape_key); uint8 for camera keys},
          "action": float32 tensor (horizon, D_action)}
 
     where obs step n_obs_steps-1 is the "current" step and action[n_obs_steps-1] is the
@@ -84,10 +84,14 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.obs_keys = list(obs_keys)
         self.action_key = action_key
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
-        self.data = buffer.load([*self.obs_keys, action_key])
+        data = buffer.load([*self.obs_keys, action_key])
         #: per-step shape of each observation key as stored (e.g. (9, 2) for Push-T's keypoints)
-        self.obs_shapes = {k: tuple(self.data[k].shape[1:]) or (1,) for k in self.obs_keys}
-        self.data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in self.data.items()}
+        self.obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in self.obs_keys}
+        #: camera keys: uint8 (T, H, W, C), kept uint8 (a float copy would be 4x the memory); the image
+        #: encoder maps each sampled window's pixels to [-1, 1]
+        self.image_keys = [k for k in self.obs_keys if data[k].dtype == np.uint8 and data[k].ndim == 4]
+        self.data = {k: v if k in self.image_keys else v.reshape(len(v), -1).astype(np.float32)
+                     for k, v in data.items()}
         self.episode_ends = buffer.episode_ends
         self.path = buffer.path
         train_mask, val_mask = episode_split(buffer.n_episodes, val_ratio, seed)
@@ -108,7 +112,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def obs_dims(self) -> dict[str, int]:
         """Per-key observation size D_key (the product of its shape)."""
-        return {k: self.data[k].shape[1] for k in self.obs_keys}
+        return {k: int(np.prod(self.obs_shapes[k])) for k in self.obs_keys}
 
     @property
     def action_dim(self) -> int:
@@ -127,11 +131,12 @@ class SequenceDataset(torch.utils.data.Dataset):
         return val
 
     def fit_normalizer(self) -> LinearNormalizer:
-        """Fit min/max normalization on the training episodes only (obs keys and action)."""
+        """Fit min/max normalization on the training episodes only (low-dim obs keys and action; images
+        have the fixed [0, 255] -> [-1, 1] map of their encoder instead of statistics)."""
         ends = self.episode_ends
         starts = np.concatenate([[0], ends[:-1]])
         rows = np.concatenate([np.arange(s, e) for s, e, m in zip(starts, ends, self.train_mask) if m])
-        return LinearNormalizer.fit({k: v[rows] for k, v in self.data.items()})
+        return LinearNormalizer.fit({k: v[rows] for k, v in self.data.items() if k not in self.image_keys})
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -139,7 +144,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     def get_batch(self, ids: np.ndarray) -> dict:
         """Windows `ids` gathered in one vectorized step (faster than a DataLoader for in-memory data).
 
-        Returns {"obs": {key: (B, n_obs_steps, *shape_key)}, "action": (B, horizon, Da)} float32 tensors.
+        Returns {"obs": {key: (B, n_obs_steps, *shape_key)}, "action": (B, horizon, Da)}: float32 tensors,
+        and uint8 (B, n_obs_steps, H, W, C) for camera keys (only the sampled frames are gathered).
         """
         idx = self.sampler.indices(np.asarray(ids))
         obs_idx = idx[:, :self.n_obs_steps]

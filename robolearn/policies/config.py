@@ -27,6 +27,10 @@ class SerializableConfig:
     def __post_init__(self):
         if hasattr(self, "obs_features"):
             self.obs_features = features_to_dict(parse_features(self.obs_features))
+        if hasattr(self, "image_encoder"):
+            from robolearn.policies.vision import image_encoder_config
+
+            self.image_encoder = image_encoder_config(self.image_encoder)
 
     @property
     def features(self) -> dict[str, ObsFeature]:

@@ -54,6 +54,7 @@ class DiffusionPolicyConfig(SerializableConfig):
     sampler: str = "ddim"
     num_inference_steps: int = 10
     ft_denoising_steps: int = 0
+    image_encoder: dict = field(default_factory=dict)  # rgb features' encoders (`robolearn.policies.vision`)
 
     def build(self, normalizer: LinearNormalizer) -> DiffusionPolicy:
         return DiffusionPolicy(self, normalizer)
@@ -83,7 +84,7 @@ class DiffusionPolicy(nn.Module):
             raise ValueError("normalizer lacks statistics for `action`")
         self.config = config
         self.normalizer = normalizer
-        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
+        self.obs_encoder = ObsEncoder.from_config(config, normalizer)
         self.model = ConditionalUnet1D(
             action_dim=config.action_dim, cond_dim=self.obs_encoder.out_dim,
             horizon=config.horizon, down_dims=config.down_dims, kernel_size=config.kernel_size,

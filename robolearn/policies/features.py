@@ -103,8 +103,9 @@ class ObsEncoder(nn.Module):
 
     Low-dim keys are flattened per step, normalized with the policy's `LinearNormalizer` (min/max to
     [-1, 1]) and concatenated in the feature order; rgb keys go through the image encoder given for them in
-    `image_encoders` (a module mapping uint8 images (N, H, W, 3) to (N, F), with an `out_dim` attribute F),
-    and its features join the low-dim ones at every step. Only the last `n_obs_steps` steps are used.
+    `image_encoders` (a module mapping uint8 images (N, H, W, 3) to (N, F), with an `out_dim` attribute F;
+    one module may serve several cameras), and its features join the low-dim ones at every step. Only the
+    last `n_obs_steps` steps are used.
 
     Args:
         features: the feature spec (`parse_features`).
@@ -128,11 +129,25 @@ class ObsEncoder(nn.Module):
                 raise ValueError(f"observation `{key}` is an rgb feature: it needs an image encoder")
             if feature.type == "low_dim" and key not in normalizer.params:
                 raise ValueError(f"the normalizer has no statistics for observation `{key}`")
-        self.image_encoders = nn.ModuleDict(image_encoders)
+        # an encoder shared by several cameras is registered once, under its first camera's key
+        first_key = {}
+        for key, encoder in image_encoders.items():
+            first_key.setdefault(id(encoder), key)
+        self._encoder_key = {key: first_key[id(encoder)] for key, encoder in image_encoders.items()}
+        self.image_encoders = nn.ModuleDict({key: image_encoders[key] for key in first_key.values()})
         # moves with the module (`.to(device)`), so low-dim-only encoders know their device; not saved
         self.register_buffer("device_anchor", torch.zeros(0), persistent=False)
         self.out_per_step = sum(f.size if f.type == "low_dim" else int(image_encoders[k].out_dim)
                                 for k, f in self.features.items())
+
+    @classmethod
+    def from_config(cls, config, normalizer: LinearNormalizer) -> ObsEncoder:
+        """The encoder a model config describes: its `features`, `n_obs_steps` and `image_encoder` (the
+        `robolearn.policies.vision` config; image encoders are built for the rgb features)."""
+        from robolearn.policies.vision import build_image_encoders
+
+        return cls(config.features, normalizer, config.n_obs_steps,
+                   build_image_encoders(config.features, getattr(config, "image_encoder", None)))
 
     @property
     def out_dim(self) -> int:
@@ -158,7 +173,8 @@ class ObsEncoder(nn.Module):
                 parts.append(self.normalizer.normalize(key, x))
             else:
                 images = x.reshape(batch * self.n_obs_steps, *feature.shape).to(device)
-                parts.append(self.image_encoders[key](images).reshape(batch, self.n_obs_steps, -1))
+                encoder = self.image_encoders[self._encoder_key[key]]
+                parts.append(encoder(images).reshape(batch, self.n_obs_steps, -1))
         return torch.cat(parts, dim=-1).flatten(1)
 
 

@@ -28,6 +28,7 @@ class GaussianPolicyConfig(SerializableConfig):
     init_std: float = 0.1
     min_std: float = 0.01
     max_std: float = 0.2
+    image_encoder: dict = field(default_factory=dict)  # rgb features' encoders (`robolearn.policies.vision`)
 
     def build(self, normalizer: LinearNormalizer) -> GaussianChunkPolicy:
         return GaussianChunkPolicy(self, normalizer)
@@ -47,7 +48,7 @@ class GaussianChunkPolicy(nn.Module):
     def __init__(self, config: GaussianPolicyConfig, normalizer: LinearNormalizer):
         super().__init__()
         self.config, self.normalizer = config, normalizer
-        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
+        self.obs_encoder = ObsEncoder.from_config(config, normalizer)
         layers, d = [], self.obs_encoder.out_dim
         for h in config.hidden:
             layers += [nn.Linear(d, h), nn.Mish()]

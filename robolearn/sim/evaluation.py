@@ -40,7 +40,8 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
         policy: a chunked policy (`robolearn.policies.base.Policy`, run by `PolicyRunner`).
         seeds: env reset seeds, one episode each.
         video_path: if given, the first `n_video` episodes are rendered off-screen and
-            written one after another to this mp4.
+            written one after another to this mp4, with the policy's camera views (its rgb observations)
+            beside the scene.
         sampling_seed: seeds the policy's sampling noise, so an evaluation is reproducible.
 
     Returns:
@@ -65,7 +66,12 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
     done = np.zeros(n, dtype=bool)
     success = np.zeros(n, dtype=bool)
     lengths = np.zeros(n, dtype=int)
-    frames: list[list[np.ndarray]] = [[envs.envs[i].render()] for i in range(n_video)]
+    cameras = [k for k, f in policy.obs_features.items() if f.type == "rgb"]
+
+    def frame(i: int) -> np.ndarray:  # the scene, with the policy's own camera views beside it
+        return with_camera_views(envs.envs[i].render(), [obs[k][i] for k in cameras])
+
+    frames: list[list[np.ndarray]] = [[frame(i)] for i in range(n_video)]
     max_rewards = np.full(n, -np.inf)
     limit = max_steps or envs.envs[0].spec.max_episode_steps
     bar = tqdm(total=n, desc="eval", unit="ep", disable=not progress, leave=False)
@@ -75,7 +81,7 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
         obs, reward, terminated, truncated, info = envs.step(action)
         for i in range(n_video):
             if not done[i]:
-                frames[i].append(envs.envs[i].render())
+                frames[i].append(frame(i))
         max_rewards[~done] = np.maximum(max_rewards[~done], reward[~done])
         t += 1
         if limit is not None and t >= limit:
@@ -98,6 +104,23 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
             "n_episodes": n, "mean_length": float(lengths.mean()), "successes": success.tolist(),
             "max_rewards": max_rewards.tolist(), "lengths": lengths.tolist(), "seeds": seeds, "video": video,
             "seconds": time.perf_counter() - t0}
+
+
+def with_camera_views(scene: np.ndarray, views: list[np.ndarray]) -> np.ndarray:
+    """A video frame: the scene (H, W, 3) uint8 with the camera images `views` (each (h, w, 3) uint8) stacked in
+    a column to its right, each scaled (nearest pixel) to H / len(views) rows. No views: the scene itself."""
+    if not views:
+        return scene
+    height = scene.shape[0] // len(views)
+    column = []
+    for view in views:
+        rows = np.arange(height) * view.shape[0] // height
+        width = max(1, round(view.shape[1] * height / view.shape[0]))
+        column.append(view[rows][:, np.arange(width) * view.shape[1] // width])
+    width = max(v.shape[1] for v in column)
+    column = np.concatenate([np.pad(v, ((0, 0), (0, width - v.shape[1]), (0, 0))) for v in column])
+    column = np.pad(column, ((0, scene.shape[0] - column.shape[0]), (0, 0), (0, 0)))
+    return np.concatenate([scene, column], axis=1)
 
 
 def selection_eval(policy, env_id: str, seeds, env_kwargs: dict, writer, step: int, best: float,

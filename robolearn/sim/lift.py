@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -16,6 +18,14 @@ LIFT_HEIGHT = 0.05  # m, cube bottom above the table for success
 SPAWN_X = (0.14, 0.24)
 SPAWN_Y = (-0.10, 0.10)
 HOME_QPOS = np.array([0.0, 0.0, np.pi / 2, np.pi / 2, 0.0, 0.6])  # rad, gripper open
+#: The scene's cameras; the model disables shadows and multisampling, which makes CPU rendering ~20x faster.
+CAMERAS = ("front", "wrist", "top")
+DEFAULT_CAMERAS = ("front", "wrist")
+
+
+def image_key(camera: str) -> str:
+    """The observation key of camera `camera`'s images, e.g. "front" -> "front_image"."""
+    return f"{camera}_image"
 
 
 def cube_lifted(cube_z: float) -> bool:
@@ -43,7 +53,8 @@ class LiftEnv(gym.Env):
         gripper_opening (1,): distance between the jaw pads, m.
         cube_pos (3,): cube centre, m, world frame.
         cube_quat (4,): cube orientation, unit quaternion (w, x, y, z).
-        image (H, W, 3) uint8: only with `image_obs=True`, from camera `image_camera`.
+        <camera>_image (H, W, 3) uint8: one per camera in `cameras` (e.g. `front_image`, `wrist_image`),
+            rendered off-screen after the step, `image_size` px.
     Action (6,): absolute joint position targets, rad, for the six position servos;
         values outside the servo ranges are clipped. Non-finite values raise ValueError.
     Reward: 1.0 on the step where the cube is lifted (sparse), else 0.0;
@@ -55,9 +66,10 @@ class LiftEnv(gym.Env):
 
     Args:
         render_mode: None or "rgb_array" (off-screen; works on a CPU with MUJOCO_GL=egl/osmesa).
-        image_obs: add an `image` key to the observation.
-        image_size: (height, width) of the observation image, px.
-        image_camera: camera for the observation image ("front", "top" or "wrist").
+        cameras: cameras rendered into the observation, from `CAMERAS` ("front": fixed third-person view of
+            the workspace, "wrist": on the gripper palm, looking between the jaws, "top": overhead).
+        image_obs: shorthand for `cameras=DEFAULT_CAMERAS` (front and wrist) when `cameras` is not given.
+        image_size: (height, width) of the observation images, px.
         render_size: (height, width) of `render()` frames, px.
         render_camera: camera for `render()`.
         control_hz: control rate, Hz; must divide the 500 Hz physics rate.
@@ -67,8 +79,8 @@ class LiftEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, render_mode: str | None = None, image_obs: bool = False,
-                 image_size: tuple[int, int] = (96, 96), image_camera: str = "front",
+    def __init__(self, render_mode: str | None = None, cameras: Sequence[str] | None = None,
+                 image_obs: bool = False, image_size: tuple[int, int] = (96, 96),
                  render_size: tuple[int, int] = (240, 320), render_camera: str = "front",
                  control_hz: int = 20, max_episode_seconds: float = 10.0, init_noise: float = 0.02):
         if render_mode not in (None, "rgb_array"):
@@ -83,12 +95,18 @@ class LiftEnv(gym.Env):
         self.frame_skip = physics_hz // control_hz
         self.max_episode_steps = int(round(max_episode_seconds * control_hz))
         self.init_noise = init_noise
-        self.image_obs = image_obs
-        self.image_size = tuple(image_size)
-        self.image_camera = image_camera
+        self.cameras = tuple(cameras if cameras is not None else (DEFAULT_CAMERAS if image_obs else ()))
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"cameras must be among {list(CAMERAS)}, got {unknown}")
+        self.image_size = tuple(int(v) for v in image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ValueError(f"image_size must be (height, width) of at least 8 px, got {image_size}")
         self.render_size = tuple(render_size)
         self.render_camera = render_camera
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._scene_option = mujoco.MjvOption()
+        self._scene_option.sitegroup[:] = 0  # sites are markers (the grasp point), not things a camera sees
 
         self._qpos_adr = np.array([self.model.joint(j).qposadr[0] for j in JOINT_NAMES])
         self._mirror_adr = self.model.joint("gripper_mirror").qposadr[0]
@@ -102,8 +120,8 @@ class LiftEnv(gym.Env):
             "cube_pos": spaces.Box(-2.0, 2.0, (3,), np.float32),
             "cube_quat": spaces.Box(-1.0, 1.0, (4,), np.float32),
         }
-        if image_obs:
-            obs_spaces["image"] = spaces.Box(0, 255, (*self.image_size, 3), np.uint8)
+        for camera in self.cameras:
+            obs_spaces[image_key(camera)] = spaces.Box(0, 255, (*self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Box(self.action_low, self.action_high, dtype=np.float32)
         self._steps = 0
@@ -160,7 +178,7 @@ class LiftEnv(gym.Env):
         renderer = self._renderers.get(size)
         if renderer is None:
             renderer = self._renderers[size] = mujoco.Renderer(self.model, *size)
-        renderer.update_scene(self.data, camera)
+        renderer.update_scene(self.data, camera, scene_option=self._scene_option)
         return renderer.render()
 
     def _obs(self) -> dict:
@@ -171,6 +189,6 @@ class LiftEnv(gym.Env):
             "cube_pos": self.data.qpos[self._cube_adr:self._cube_adr + 3].astype(np.float32),
             "cube_quat": self.data.qpos[self._cube_adr + 3:self._cube_adr + 7].astype(np.float32),
         }
-        if self.image_obs:
-            obs["image"] = self.render_camera_image(self.image_camera, self.image_size)
+        for camera in self.cameras:
+            obs[image_key(camera)] = self.render_camera_image(camera, self.image_size)
         return obs

@@ -72,6 +72,7 @@ class PushTEnv(gym.Env):
         state (5,) float32: agent x, agent y (px), block x, block y (px, body origin), block angle
             (rad, in [0, 2 pi)).
         keypoint (9, 2) float32: the block's keypoints, px (`LOCAL_KEYPOINTS` placed at the block pose).
+        agent_pos (2,) float32: the agent's position, px (the proprioception of the image task).
         img (H, W, 3) uint8: only with `image_obs=True`, gym-pusht's top-down rendering.
     Action (2,): the agent's target position, px, in [0, 512]^2 (the reference dataset's `action`).
     Reward: clip(coverage / 0.95, 0, 1); `info["is_success"]` is coverage > 0.95 and `info["coverage"]`
@@ -105,6 +106,7 @@ class PushTEnv(gym.Env):
             "state": spaces.Box(np.array([0, 0, 0, 0, 0], np.float32),
                                 np.array([WORKSPACE] * 4 + [2 * np.pi], np.float32), dtype=np.float32),
             "keypoint": spaces.Box(-WORKSPACE, 2 * WORKSPACE, shape=(9, 2), dtype=np.float32),
+            "agent_pos": spaces.Box(0.0, WORKSPACE, shape=(2,), dtype=np.float32),
         }
         if self.image_obs:
             obs_spaces["img"] = spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
@@ -154,7 +156,7 @@ class PushTEnv(gym.Env):
         pose = self.block_pose
         agent = self.agent_pos
         obs = {"state": np.array([*agent, *pose[:2], pose[2] % (2 * np.pi)], dtype=np.float32),
-               "keypoint": keypoints(pose)}
+               "keypoint": keypoints(pose), "agent_pos": agent.astype(np.float32)}
         if self.image_obs:
             obs["img"] = self.base._render(visualize=False)
         return obs

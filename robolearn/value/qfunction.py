@@ -46,6 +46,7 @@ class QFunctionConfig(SerializableConfig):
     n_critics: int = 2
     layer_norm: bool = True
     algorithm: str = "cal_ql"  # cal_ql | iql (how it was trained; IQL adds a V network)
+    image_encoder: dict = field(default_factory=dict)  # rgb features' encoders (`robolearn.policies.vision`)
 
     @property
     def chunk_dim(self) -> int:
@@ -102,7 +103,7 @@ class QFunction(nn.Module):
         super().__init__()
         self.config = config
         self.normalizer = normalizer
-        self.obs_encoder = ObsEncoder(config.features, normalizer, config.n_obs_steps)
+        self.obs_encoder = ObsEncoder.from_config(config, normalizer)
         cond_dim = self.obs_encoder.out_dim
         self.critics = EnsembleMLP(config.n_critics, cond_dim + config.chunk_dim, config.hidden,
                                    config.layer_norm)
