@@ -27,6 +27,7 @@ setup(
         "policy_node = robolearn.ros.policy_node:main",
         "teleop_node = robolearn.ros.teleop_node:main",
         "recorder_node = robolearn.ros.recorder_node:main",
+        "camera_node = robolearn.ros.camera_node:main",
         "robolearn = robolearn.cli:main",
     ]},
 )

@@ -2,6 +2,7 @@
 
     python bench/ros_latency.py --checkpoint runs/lift_diffusion_unet/checkpoints/best \
         [--value runs/lift_mixed_value_cal_ql/checkpoints/latest] [--episodes 5] [--transport dds rclpy]
+    python bench/ros_latency.py --task lift_image --checkpoint runs/lift_image_diffusion_unet/checkpoints/best
 
 Runs `robolearn deploy` (the simulated arm's driver and the policy node as separate processes on loopback,
 20 Hz) for a few simulated episodes, once with the policy alone and, with --value, once with value
@@ -26,10 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_graph(checkpoint: str, value: str | None, k: int, episodes: int, domain: int, transport: str = "dds",
-              ros_python: str | None = None) -> dict:
+              ros_python: str | None = None, task: str = "lift", image_transport: str = "raw") -> dict:
     python = sys.executable if transport == "dds" else ros_python
     args = [python, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", f"episodes={episodes}",
-            f"ros_domain_id={domain}"]
+            f"ros_domain_id={domain}", f"task={task}"]
+    if image_transport != "raw":
+        args += [f"+params.{node}.image_transport={image_transport}" for node in ("robot_driver", "policy_node")]
     if value:
         args += [f"value={value}", f"+params.policy_node.rerank_k={k}"]
     print(f"$ [{transport}] " + " ".join(args[2:]), flush=True)
@@ -69,6 +72,10 @@ def main() -> None:
     parser.add_argument("--ros-python", default=str(ROOT / ".venv-ros" / "kilted" / "bin" / "python"),
                         help="a Python with rclpy (default: the Kilted venv from setup.sh)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per row (the table shows medians)")
+    parser.add_argument("--task", default="lift", help="the task whose topic map the graph uses (lift_image: the "
+                        "driver publishes its two cameras, the policy subscribes to them)")
+    parser.add_argument("--image-transport", default="raw", choices=["raw", "compressed"],
+                        help="camera frames as sensor_msgs/Image (raw) or CompressedImage (JPEG)")
     args = parser.parse_args()
     if "rclpy" in args.transport and not Path(args.ros_python).exists():
         raise SystemExit(f"--ros-python {args.ros_python} not found: run `bash setup.sh`")
@@ -78,9 +85,11 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so both transports see the same machine load
         for name, value, k in configs:
             for transport in args.transport:
-                run = run_graph(args.checkpoint, value, k, args.episodes, domain, transport, args.ros_python)
+                run = run_graph(args.checkpoint, value, k, args.episodes, domain, transport, args.ros_python,
+                                args.task, args.image_transport)
                 rows.setdefault(f"{name} [{transport}]", []).append(run)
-    print(f"\npolicy node at 20 Hz, {args.episodes} simulated episodes per run, {args.repeats} run(s) per row "
+    print(f"\ntask {args.task} (camera frames: {args.image_transport}), policy node at 20 Hz, {args.episodes} "
+          f"simulated episodes per run, {args.repeats} run(s) per row "
           f"(medians), driver and policy as separate processes on loopback, {os.cpu_count()} CPU cores")
     print(f"{'':<30}{'jitter med':>11}{'jitter p99':>11}{'missed':>8}{'drv missed':>11}{'obs->cmd med':>13}"
           f"{'obs->cmd p99':>13}{'inference':>10}{'stale drop':>11}{'success':>9}")

@@ -18,7 +18,7 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 from robolearn.ros.params import launch_nodes
 
-NODES = [("robot_driver_node", "robot_driver"), ("policy_node", "policy_node")]
+NODES = [("robot_driver_node", "robot_driver"), ("policy_node", "policy_node"), ("camera_node", "camera_node")]
 #: node -> {parameter: the launch argument that sets it}
 OVERRIDES = {"robot_driver": {"robot": "robot", "port": "port", "control_hz": "control_hz"},
              "policy_node": {"checkpoint": "checkpoint", "value": "value", "control_hz": "control_hz"}}

@@ -11,9 +11,9 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig
 
+from robolearn.errors import UserError
 from robolearn.hardware.bus import BusError
 from robolearn.hardware.calibration import ArmCalibration, JointCalibration
-from robolearn.errors import UserError
 from robolearn.hardware.factory import BUSES, hardware_config_path
 from robolearn.sim.arm import JOINT_NAMES
 

@@ -28,7 +28,8 @@ from robolearn.tasks import load_task
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
 GRAPHS = {
     "sim": ("deploy_sim", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node")]),
-    "robot": ("deploy_robot", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node")]),
+    "robot": ("deploy_robot", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node"),
+                               ("camera_node", "camera_node")]),
     "teleop_record": ("teleop_record", [("robot_driver", "robot_driver_node"), ("teleop_node", "teleop_node"),
                                         ("recorder_node", "recorder_node")]),
 }

@@ -18,11 +18,14 @@ from robolearn.hardware.teleop import CartesianMapper, KeyboardTeleop
 
 
 def observation_row(obs: RobotObservation, t0: float) -> dict[str, np.ndarray]:
-    """The per-step arrays recorded for an observation (joint_pos, joint_vel, extras, images, timestamp)."""
+    """The per-step arrays recorded for an observation: joint_pos, joint_vel, the extras, each camera's frame as
+    `<camera>_image` (uint8) with its capture time `<camera>_image_stamp`, and `timestamp` (s since `t0`)."""
     row = {"joint_pos": obs.joint_pos.astype(np.float32), "joint_vel": obs.joint_vel.astype(np.float32),
            "timestamp": np.float64(obs.timestamp - t0)}
     row.update({k: np.asarray(v, dtype=np.float32) for k, v in obs.extras.items()})
-    row.update(obs.images)
+    for name, frame in obs.images.items():
+        row[f"{name}_image"] = frame
+        row[f"{name}_image_stamp"] = np.float64(obs.image_stamps.get(name, obs.timestamp) - t0)
     return row
 
 
@@ -36,7 +39,8 @@ def record(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     try:
         robot = make_robot(cfg.robot, port=cfg.port, realtime=cfg.realtime, control_hz=cfg.rate_hz,
-                           sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration)
+                           sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration,
+                           cameras=OmegaConf.to_container(cfg.cameras, resolve=True))
         device = make_device(cfg.device, rate_hz=cfg.rate_hz, leader=cfg.leader, leader_port=cfg.leader_port,
                              episodes=cfg.max_episodes or 1, seed=cfg.seed, leader_calibration=cfg.leader_calibration)
     except ValueError as exc:

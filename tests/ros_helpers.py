@@ -44,14 +44,22 @@ class FakeTransport:
         return 0
 
 
-def tiny_lift_checkpoint(folder, n_action_steps=4):
-    """An untrained Lift-shaped policy (it publishes plausible joint targets; it does not solve Lift)."""
+#: the lift_image task's observations: two 96 x 96 cameras and the arm's own state
+IMAGE_FEATURES = {"front_image": {"shape": [96, 96, 3], "type": "rgb"},
+                  "wrist_image": {"shape": [96, 96, 3], "type": "rgb"}, **low_dim_spec({"joint_pos": 6,
+                                                                                        "gripper_opening": 1})}
+
+
+def tiny_lift_checkpoint(folder, n_action_steps=4, features=None):
+    """An untrained Lift-shaped policy (it publishes plausible joint targets; it does not solve Lift), on the
+    lift task's state observations or on `features` (e.g. `IMAGE_FEATURES`)."""
     torch.manual_seed(0)
-    config = DiffusionPolicyConfig(obs_features=low_dim_spec(OBS_DIMS), action_dim=6, horizon=8,
+    features = features or low_dim_spec(OBS_DIMS)
+    config = DiffusionPolicyConfig(obs_features=features, action_dim=6, horizon=8,
                                    n_obs_steps=2, n_action_steps=n_action_steps, down_dims=[16, 32],
                                    step_embed_dim=16, num_inference_steps=3)
     rng = np.random.default_rng(0)
-    data = {k: rng.uniform(-1, 1, (50, d)) for k, d in OBS_DIMS.items()}
+    data = {k: rng.uniform(-1, 1, (50, f["shape"][0])) for k, f in features.items() if f["type"] == "low_dim"}
     data["action"] = HOME_QPOS + rng.uniform(-0.05, 0.05, (50, 6))
     save_policy(Path(folder), DiffusionPolicy(config, LinearNormalizer.fit(data)))
     return Path(folder)

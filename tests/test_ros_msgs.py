@@ -10,9 +10,11 @@ from rosbags.typesys import Stores, get_typestore
 from robolearn.ros.msgs import (
     MESSAGE_TYPES,
     Bool,
+    CompressedImage,
     Duration,
     Float64MultiArray,
     Header,
+    Image,
     JointState,
     JointTrajectory,
     JointTrajectoryPoint,
@@ -44,6 +46,9 @@ EXAMPLES = [
                                                  time_from_start=Duration(1, 5)),
                             JointTrajectoryPoint(positions=[1.5, 2.5, 3.5], effort=[0.5],
                                                  time_from_start=Duration(2, 0))]),
+    Image(header=HEADER, height=2, width=3, encoding="rgb8", step=9, data=list(range(18))), Image(),
+    Image(height=1, width=1, encoding="mono8", step=1, data=[255]),  # an odd length: alignment of what follows
+    CompressedImage(header=HEADER, format="jpeg", data=[0xFF, 0xD8, 0xFF, 0xD9, 7]), CompressedImage(),
 ]
 
 
@@ -61,6 +66,8 @@ def to_rosbags(store, msg):
             v = to_rosbags(store, v)
         elif isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
             v = [to_rosbags(store, e) for e in v]
+        elif isinstance(v, list) and f.name == "data" and ros_type(msg).startswith("sensor_msgs"):
+            v = np.array(v, dtype=np.uint8)
         elif isinstance(v, list) and f.name not in ("name", "joint_names"):
             v = np.array(v, dtype=np.float64)
         values[f.name] = v

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from robolearn.datasets.normalizer import LinearNormalizer
-from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer, is_image
 from robolearn.datasets.sampler import SequenceSampler, episode_split
 
 
@@ -39,6 +39,24 @@ def describe_fingerprint(fingerprint: dict | None) -> str:
     if not fingerprint:
         return "unknown content"
     return f"{fingerprint['episodes']} episodes, {fingerprint['steps']} steps, sha256 {fingerprint['sha256'][:12]}"
+
+
+def load_arrays(buffer: ReplayBuffer, obs_keys: list[str], other_keys: list[str]
+                ) -> tuple[dict[str, np.ndarray], dict[str, tuple], list[str]]:
+    """Load `obs_keys` and `other_keys` of `buffer` into memory for training.
+
+    Returns (data, obs_shapes, image_keys): data {key: (T, D) float32}, except camera images (uint8
+    (T, H, W, C)), which stay uint8 (a float copy would take 4x the memory); obs_shapes {obs key: per-step
+    shape as stored, (1,) for scalars}; image_keys the camera keys among `obs_keys`.
+
+    Raises:
+        DatasetError: as `ReplayBuffer.load`.
+    """
+    data = buffer.load([*obs_keys, *other_keys])
+    obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in obs_keys}
+    image_keys = [k for k in obs_keys if is_image(data[k])]
+    data = {k: v if k in image_keys else v.reshape(len(v), -1).astype(np.float32) for k, v in data.items()}
+    return data, obs_shapes, image_keys
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -84,14 +102,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.obs_keys = list(obs_keys)
         self.action_key = action_key
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
-        data = buffer.load([*self.obs_keys, action_key])
-        #: per-step shape of each observation key as stored (e.g. (9, 2) for Push-T's keypoints)
-        self.obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in self.obs_keys}
-        #: camera keys: uint8 (T, H, W, C), kept uint8 (a float copy would be 4x the memory); the image
-        #: encoder maps each sampled window's pixels to [-1, 1]
-        self.image_keys = [k for k in self.obs_keys if data[k].dtype == np.uint8 and data[k].ndim == 4]
-        self.data = {k: v if k in self.image_keys else v.reshape(len(v), -1).astype(np.float32)
-                     for k, v in data.items()}
+        #: per-step shape of each observation key as stored (e.g. (9, 2) for Push-T's keypoints), and the camera
+        #: keys (kept uint8; the image encoder maps each sampled window's pixels to [-1, 1])
+        self.data, self.obs_shapes, self.image_keys = load_arrays(buffer, self.obs_keys, [action_key])
         self.episode_ends = buffer.episode_ends
         self.path = buffer.path
         train_mask, val_mask = episode_split(buffer.n_episodes, val_ratio, seed)

@@ -86,8 +86,10 @@ class BusArm(Robot):
         now = time.monotonic()
         vel = np.zeros_like(q) if self._last is None else (q - self._last[1]) / max(now - self._last[0], 1e-6)
         self._last = (now, q)
-        images = {name: camera.read()[1] for name, camera in self.cameras.items()}
-        return RobotObservation(timestamp=now, joint_pos=q, joint_vel=vel, images=images)
+        frames = {name: camera.read() for name, camera in self.cameras.items()}
+        return RobotObservation(timestamp=now, joint_pos=q, joint_vel=vel,
+                                images={name: frame for name, (_, frame) in frames.items()},
+                                image_stamps={name: taken for name, (taken, _) in frames.items()})
 
     def _write(self, command: np.ndarray) -> None:
         if self.read_only:

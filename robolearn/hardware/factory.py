@@ -9,6 +9,7 @@ import yaml
 from robolearn.hardware.bus import DynamixelBus, FeetechBus
 from robolearn.hardware.bus_arm import BusArm
 from robolearn.hardware.calibration import ArmCalibration
+from robolearn.hardware.camera import OpenCVCamera
 from robolearn.hardware.mujoco_robot import MujocoRobot
 from robolearn.hardware.robot import Robot
 from robolearn.hardware.teleop import (
@@ -57,12 +58,16 @@ def make_bus_arm(name: str, port: str | None = None, read_only: bool = False,
 
 
 def make_robot(name: str, port: str | None = None, realtime: bool = True, control_hz: float = 20.0,
-               sim: dict | None = None, calibration: str | None = None) -> Robot:
+               sim: dict | None = None, calibration: str | None = None, cameras: dict | None = None) -> Robot:
     """"sim" -> `MujocoRobot` (options in `sim`: joint_noise, command_latency, mass_scale,
-    damping_scale, seed); any other name -> `make_bus_arm(name, port, calibration=calibration)`."""
+    damping_scale, seed, cameras {name: [height, width]}); any other name -> `make_bus_arm(name, port,
+    calibration=calibration)` with `cameras` {name: OpenCV source (device index, path or URL)} as
+    `OpenCVCamera`s."""
     if name == "sim":
         return MujocoRobot(realtime=realtime, control_hz=control_hz, **(sim or {}))
-    return make_bus_arm(name, port, calibration=calibration)
+    arm = make_bus_arm(name, port, calibration=calibration)
+    arm.cameras = {camera: OpenCVCamera(source) for camera, source in (cameras or {}).items()}
+    return arm
 
 
 def make_device(name: str, rate_hz: float = 20.0, leader: str | None = None, leader_port: str | None = None,

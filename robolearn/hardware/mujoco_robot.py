@@ -12,7 +12,14 @@ import numpy as np
 from robolearn.hardware.robot import Robot, RobotObservation
 from robolearn.hardware.safety import SafetyLimits
 from robolearn.sim.arm import JOINT_NAMES, joint_limits, load_model
-from robolearn.sim.lift import HOME_QPOS, SPAWN_X, SPAWN_Y, cube_lifted, gripper_opening
+from robolearn.sim.lift import (
+    HOME_QPOS,
+    SPAWN_X,
+    SPAWN_Y,
+    camera_scene_option,
+    cube_lifted,
+    gripper_opening,
+)
 
 
 class MujocoRobot(Robot):
@@ -52,6 +59,7 @@ class MujocoRobot(Robot):
         self._pending: deque = deque()  # (time due, command) for latency
         self.camera_sizes = dict(cameras or {})
         self._renderers: dict[str, mujoco.Renderer] = {}
+        self._scene_option = camera_scene_option()  # as robolearn/Lift-v0 renders its observations
         self._wall0 = 0.0
 
     def now(self) -> float:
@@ -89,7 +97,7 @@ class MujocoRobot(Robot):
     def _render(self, name: str) -> np.ndarray:
         if name not in self._renderers:
             self._renderers[name] = mujoco.Renderer(self.model, *self.camera_sizes[name])
-        self._renderers[name].update_scene(self.data, name)
+        self._renderers[name].update_scene(self.data, name, scene_option=self._scene_option)
         return self._renderers[name].render()
 
     def _advance_to(self, t: float) -> None:
@@ -111,6 +119,7 @@ class MujocoRobot(Robot):
                     "cube_pos": self.data.qpos[self._cube:self._cube + 3].copy(),
                     "cube_quat": self.data.qpos[self._cube + 3:self._cube + 7].copy()},
             images={name: self._render(name) for name in self.camera_sizes},
+            image_stamps=dict.fromkeys(self.camera_sizes, float(self.data.time)),
             success=cube_lifted(self.data.qpos[self._cube + 2]))
 
     def _write(self, command: np.ndarray) -> None:

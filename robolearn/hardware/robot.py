@@ -21,6 +21,7 @@ class RobotObservation:
         joint_vel: (n_joints,) rad/s.
         extras: further task observations (e.g. the simulator's cube pose), name -> array.
         images: camera frames, name -> (H, W, 3) uint8.
+        image_stamps: when each frame was captured, name -> s (the same clock as `timestamp`).
         success: whether the scene's task is done (a simulated scene's success test), None where the robot
             cannot tell (real hardware).
     """
@@ -30,6 +31,7 @@ class RobotObservation:
     joint_vel: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    image_stamps: dict[str, float] = field(default_factory=dict)
     success: bool | None = None
 
 

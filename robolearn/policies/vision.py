@@ -24,7 +24,6 @@ otherwise each camera gets its own.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -123,8 +122,17 @@ def small_cnn_trunk() -> tuple[nn.Module, int]:
 
 
 def resnet18_trunk() -> tuple[nn.Module, int]:
-    """torchvision's ResNet-18 from scratch with GroupNorm, without its pooling and classifier."""
-    from torchvision.models import resnet18
+    """torchvision's ResNet-18 from scratch with GroupNorm, without its pooling and classifier.
+
+    Raises:
+        ImportError: torchvision is missing or does not load beside this torch build (the message says what to
+            install).
+    """
+    try:
+        from torchvision.models import resnet18
+    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch raises RuntimeError
+        raise ImportError(f"image_encoder.type=resnet18 needs torchvision built for torch {torch.__version__} "
+                          f"(pip install torchvision matching it; {type(exc).__name__}: {exc})") from None
 
     net = resnet18(weights=None, norm_layer=group_norm)
     return nn.Sequential(*list(net.children())[:-2]), 512
@@ -182,6 +190,3 @@ def build_image_encoders(features: Mapping, config: Mapping | None) -> dict[str,
     return {key: ImageEncoder(shape, config) for key, shape in cameras.items()}
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters of `module`."""
-    return sum(math.prod(p.shape) for p in module.parameters())

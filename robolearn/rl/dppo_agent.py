@@ -64,7 +64,10 @@ class DPPOConfig(SerializableConfig):
             raise UserError(f"{source} holds a {type(base).__name__}, policy=dppo needs a DiffusionPolicy")
         policy = base if base.ft_model is not None else with_fine_tuning(base, self.ft_denoising_steps)
         policy.model.requires_grad_(False)
-        return policy, DiffusionAgent(policy.to(device), self)
+        # Only the fine-tuned denoiser trains: the observation encoder (an image encoder too) stays frozen and in
+        # eval mode (centre crops), so the features the frozen denoiser steps and the critic read never move.
+        policy.obs_encoder.requires_grad_(False)
+        return policy.eval(), DiffusionAgent(policy.to(device), self)
 
     def ppo_overrides(self) -> dict:
         """Changes to the ppo settings this agent needs (none)."""

@@ -4,6 +4,9 @@ Publishes, every control period:
     /joint_states (sensor_msgs/JointState; names, position rad, velocity rad/s)
     /gripper_opening (std_msgs/Float64MultiArray, m) and /cube_pose (geometry_msgs/PoseStamped)
         when the robot reports them (the simulator does)
+    <camera_topic_prefix>/<camera>/image_raw (sensor_msgs/Image rgb8; `.../compressed` JPEG with
+        `image_transport: compressed`) for each of `cameras` (comma-separated, e.g. "front,wrist": the simulator
+        renders them at `image_height` x `image_width` px, as robolearn/Lift-v0 does)
     /robolearn/driver_status (std_msgs/String: running | holding | estop), on change, latched (transient-local,
         depth 1: a late subscriber gets the current state)
 Subscribes, in the two ros2_control conventions (joints matched by name, or in `joint_names` order):
@@ -33,6 +36,13 @@ import time
 
 import numpy as np
 
+from robolearn.ros.images import (
+    camera_names,
+    camera_topic,
+    compressed_image_message,
+    image_message,
+    message_type,
+)
 from robolearn.ros.msgs import (
     Bool,
     Float64MultiArray,
@@ -67,6 +77,7 @@ PARAMETERS = {
     "status_topic": "/robolearn/driver_status", "episodes": 0, "episode_seconds": 10.0, "seed": 100000,
     "reset_grace": 0.15, "episode_subscribers": 0, "sim_joint_noise": 0.0, "sim_command_latency": 0.0,
     "max_trajectory_offset": 5.0, "max_trajectory_seconds": 60.0,
+    "cameras": "", "image_height": 96, "image_width": 96, "jpeg_quality": 90,
 }
 
 
@@ -91,7 +102,9 @@ class RobotDriverNode:
         self.period = 1.0 / self.rate_hz
         if robot is None:
             sim = {"joint_noise": params["sim_joint_noise"], "command_latency": params["sim_command_latency"],
-                   "watchdog_timeout": params["watchdog_timeout"]}
+                   "watchdog_timeout": params["watchdog_timeout"],
+                   "cameras": dict.fromkeys(camera_names(params["cameras"]),
+                                            (int(params["image_height"]), int(params["image_width"])))}
             robot = make_robot(params["robot"], port=params["port"] or None, realtime=True, control_hz=self.rate_hz,
                                sim=sim, calibration=params["calibration"] or None)
         self.robot = robot.connect()
@@ -102,6 +115,12 @@ class RobotDriverNode:
         self.pub_gripper = transport.create_publisher(params["gripper_opening_topic"], Float64MultiArray, DEFAULT_QOS)
         self.pub_cube = transport.create_publisher(params["cube_pose_topic"], PoseStamped, DEFAULT_QOS)
         self.pub_status = transport.create_publisher(params["status_topic"], String, STATE_QOS)
+        # every camera the robot renders or reads: sensor_msgs/Image (or CompressedImage), best effort as
+        # camera drivers publish
+        image_transport = params["image_transport"]
+        self.pub_images = {name: transport.create_publisher(
+            camera_topic(name, params["camera_topic_prefix"], image_transport), message_type(image_transport),
+            SENSOR_QOS) for name in getattr(self.robot, "camera_sizes", {})}
         self.pub_episode = transport.create_publisher(params["episode_topic"], String, LATCHED_QOS)
         transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)
         transport.create_subscription(f"/{controller}/joint_trajectory", JointTrajectory, self._on_trajectory,
@@ -212,6 +231,9 @@ class RobotDriverNode:
             self.pub_gripper.publish(Float64MultiArray(data=[float(v) for v in obs.extras["gripper_opening"]]))
         if "cube_pos" in obs.extras and "cube_quat" in obs.extras:
             self.pub_cube.publish(pose_message(obs.extras["cube_pos"], obs.extras["cube_quat"], wall_time=wall))
+        for name, frame in obs.images.items():
+            if name in self.pub_images:
+                self.pub_images[name].publish(self.image_message(frame, stamp(wall, frame_id=f"{name}_camera")))
         self.stats.publish(now, time.monotonic())
         status = "estop" if self.robot.safety.stopped else "holding" if self.robot.safety.watchdog_tripped else "running"
         if status != self.status:
@@ -225,6 +247,11 @@ class RobotDriverNode:
             if obs.success or now - self.episode_start >= float(self.p["episode_seconds"]):
                 return self._end_episode(bool(obs.success), now)
         return True
+
+    def image_message(self, frame: np.ndarray, header):
+        if self.p["image_transport"] == "compressed":
+            return compressed_image_message(frame, header, int(self.p["jpeg_quality"]))
+        return image_message(frame, header)
 
     def report(self) -> str:
         text = self.stats.report("robot_driver")

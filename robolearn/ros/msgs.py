@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.annotations import final
-from cyclonedds.idl.types import float64, int32, sequence, uint32
+from cyclonedds.idl.types import float64, int32, sequence, uint8, uint32
 
 
 def _dds_name(ros_type: str) -> str:
@@ -185,6 +185,33 @@ class JointTrajectory(IdlStruct, typename=_dds_name("trajectory_msgs/msg/JointTr
     points: sequence[JointTrajectoryPoint] = field(default_factory=list)
 
 
+@dataclass
+@final
+class Image(IdlStruct, typename=_dds_name("sensor_msgs/msg/Image")):
+    """sensor_msgs/msg/Image: `height` x `width` px, `encoding` (robolearn sends "rgb8"), `step` bytes per
+    row, `data` the row-major pixel bytes (a list of ints or a bytes object when sending; a list when received).
+    `robolearn.ros.images` converts from and to numpy frames."""
+
+    header: Header = field(default_factory=Header)
+    height: uint32 = 0
+    width: uint32 = 0
+    encoding: str = ""
+    is_bigendian: uint8 = 0
+    step: uint32 = 0
+    data: sequence[uint8] = field(default_factory=list)
+
+
+@dataclass
+@final
+class CompressedImage(IdlStruct, typename=_dds_name("sensor_msgs/msg/CompressedImage")):
+    """sensor_msgs/msg/CompressedImage: `format` ("jpeg" or "png", as image_transport's compressed plugin
+    writes it, e.g. "rgb8; jpeg compressed bgr8") and the encoded bytes in `data`."""
+
+    header: Header = field(default_factory=Header)
+    format: str = ""
+    data: sequence[uint8] = field(default_factory=list)
+
+
 #: ROS type name -> struct, for every message robolearn's nodes use.
 MESSAGE_TYPES = {
     "builtin_interfaces/msg/Time": Time, "builtin_interfaces/msg/Duration": Duration,
@@ -193,7 +220,8 @@ MESSAGE_TYPES = {
     "std_msgs/msg/Float64MultiArray": Float64MultiArray, "sensor_msgs/msg/JointState": JointState,
     "geometry_msgs/msg/Point": Point, "geometry_msgs/msg/Quaternion": Quaternion, "geometry_msgs/msg/Pose": Pose,
     "geometry_msgs/msg/PoseStamped": PoseStamped, "trajectory_msgs/msg/JointTrajectoryPoint": JointTrajectoryPoint,
-    "trajectory_msgs/msg/JointTrajectory": JointTrajectory,
+    "trajectory_msgs/msg/JointTrajectory": JointTrajectory, "sensor_msgs/msg/Image": Image,
+    "sensor_msgs/msg/CompressedImage": CompressedImage,
 }
 
 

@@ -7,6 +7,13 @@ Observation keys and their topics (parameters `<key>_topic`, or `joint_states_to
     gripper_opening  std_msgs/Float64MultiArray `data` (1,), m
     cube_pos         geometry_msgs/PoseStamped position (3,), m
     cube_quat        geometry_msgs/PoseStamped orientation as (w, x, y, z) (ROS sends x, y, z, w)
+    <camera>_image   sensor_msgs/Image (or CompressedImage with `image_transport: compressed`) on
+                     `<camera_topic_prefix>/<camera>/image_raw[/compressed]`, RGB (H, W, 3) uint8
+                     (`robolearn.ros.images`)
+
+Camera frames are aligned in time: each observation takes, from every camera, the newest frame stamped at or
+before the observation time (the newest stamp of the other, low-dim, streams), so joints and images describe
+one moment even when a camera runs at another rate or lags.
 
 Malformed messages (a wrong number of values, unknown joints, NaN/inf) are dropped with a
 rate-limited log line and never reach a policy or a robot; no message can stop a node.
@@ -19,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -26,6 +34,12 @@ import numpy as np
 from robolearn.config_checks import finite_number
 from robolearn.errors import CheckpointError, UserError
 from robolearn.hardware.safety import positive_seconds
+from robolearn.ros.images import (
+    camera_topic,
+    frame_from_message,
+    is_image_key,
+    message_type,
+)
 from robolearn.ros.msgs import (
     Float64MultiArray,
     Header,
@@ -47,7 +61,25 @@ OBSERVATION_TOPICS = {
     "cube_quat": ("cube_pose_topic", PoseStamped),
 }
 TOPIC_DEFAULTS = {"joint_states_topic": "/joint_states", "gripper_opening_topic": "/gripper_opening",
-                  "cube_pose_topic": "/cube_pose"}
+                  "cube_pose_topic": "/cube_pose", "camera_topic_prefix": "/camera", "image_transport": "raw"}
+#: camera frames kept per camera for the alignment to the observation time
+FRAMES_KEPT = 8
+
+
+def observation_topic(key: str, params: dict) -> tuple[str, type]:
+    """(topic, message type) that provides observation `key` under the node's topic parameters.
+
+    Raises:
+        ValueError: a key no topic provides.
+    """
+    if key in OBSERVATION_TOPICS:
+        param, msg_type = OBSERVATION_TOPICS[key]
+        return params[param], msg_type
+    if is_image_key(key):
+        transport = params.get("image_transport", "raw")
+        return camera_topic(key, params.get("camera_topic_prefix", "/camera"), transport), message_type(transport)
+    raise ValueError(f"no ROS topic provides observation `{key}`; supported: {sorted(OBSERVATION_TOPICS)} and "
+                     "camera keys `<camera>_image`")
 #: the fastest control rate a node accepts, Hz (a Python loop cannot keep a faster one)
 MAX_CONTROL_HZ = 1000.0
 
@@ -110,9 +142,9 @@ def finite_values(values, name: str, length: int | None = None) -> np.ndarray:
     return arr
 
 
-def stamp(wall_time: float | None = None) -> Header:
+def stamp(wall_time: float | None = None, frame_id: str = "") -> Header:
     """A header stamped with ROS time (the Unix epoch clock), s."""
-    return Header(stamp=Time.from_seconds(time.time() if wall_time is None else wall_time))
+    return Header(stamp=Time.from_seconds(time.time() if wall_time is None else wall_time), frame_id=frame_id)
 
 
 def reorder_by_name(msg_names, values, joint_names) -> np.ndarray:
@@ -171,11 +203,11 @@ class ObservationInbox:
     """
 
     def __init__(self, transport: Transport, keys, params: dict, joint_names, log: RateLimitedLog | None = None):
-        unknown = [k for k in keys if k not in OBSERVATION_TOPICS]
-        if unknown:
-            raise ValueError(f"no ROS topic provides observation {unknown}; supported: {sorted(OBSERVATION_TOPICS)}")
         self.keys, self.joint_names = list(keys), list(joint_names)
+        self.image_keys = [k for k in self.keys if is_image_key(k)]
         self.latest: dict[str, tuple[np.ndarray, float, float | None]] = {}
+        #: camera key -> its last `FRAMES_KEPT` frames (value, arrival, stamp), oldest first
+        self.frames: dict[str, deque] = {k: deque(maxlen=FRAMES_KEPT) for k in self.image_keys}
         self.age_at_arrival: dict[str, float] = {}  # key -> ROS time at arrival minus the header stamp, s
         self.errors: dict[str, str] = {}
         self.dropped = 0
@@ -184,9 +216,9 @@ class ObservationInbox:
         self.topics: dict[str, str] = {}
         topics = {}
         for key in self.keys:
-            param, msg_type = OBSERVATION_TOPICS[key]
-            topics.setdefault((params[param], msg_type), []).append(key)
-            self.topics[key] = params[param]
+            topic, msg_type = observation_topic(key, params)
+            topics.setdefault((topic, msg_type), []).append(key)
+            self.topics[key] = topic
         for (topic, msg_type), keys_here in topics.items():
             transport.create_subscription(topic, msg_type, self._handler(topic, keys_here), SENSOR_QOS)
 
@@ -210,6 +242,8 @@ class ObservationInbox:
                     continue
                 self.errors.pop(key, None)
                 self.latest[key] = (value, received, sent)
+                if key in self.frames:
+                    self.frames[key].append(self.latest[key])
                 if sent is not None:
                     self.age_at_arrival[key] = wall - sent
         return handle
@@ -222,6 +256,8 @@ class ObservationInbox:
         self.log(f"drop:{topic}", f"dropped a malformed message on {topic} ({', '.join(keys)}): {text}")
 
     def _extract(self, key: str, msg) -> np.ndarray:
+        if key in self.frames:
+            return frame_from_message(msg)
         if key == "joint_pos":
             return reorder_by_name(msg.name, msg.position, self.joint_names)
         if key == "joint_vel":
@@ -243,25 +279,46 @@ class ObservationInbox:
         e.g. observations of the previous episode still in flight after a scene reset."""
         self.latest.clear()
         self.age_at_arrival.clear()
+        for frames in self.frames.values():
+            frames.clear()
         self.min_stamp = min_stamp
 
+    def aligned(self) -> dict[str, tuple[np.ndarray, float, float | None]]:
+        """{key: (value, arrival, stamp)}: the latest value of each low-dim key, and of each camera the newest
+        frame stamped at or before the observation time (the newest low-dim stamp; without one, the latest
+        frame). A camera whose every kept frame is newer than that time gives its oldest kept frame."""
+        chosen = {k: v for k, v in self.latest.items() if k not in self.frames}
+        at = max((v[2] for v in chosen.values() if v[2] is not None), default=None)
+        for key, frames in self.frames.items():
+            if not frames:
+                continue
+            if at is None or frames[-1][2] is None:
+                chosen[key] = frames[-1]
+                continue
+            before = [f for f in frames if f[2] is not None and f[2] <= at]
+            chosen[key] = before[-1] if before else frames[0]
+        return chosen
+
     def fresh(self, now: float, timeout: float) -> dict[str, np.ndarray] | None:
-        """{key: value} if every key arrived within `timeout` s of `now` (monotonic), else None."""
-        if any(k not in self.latest or now - self.latest[k][1] > timeout for k in self.keys):
+        """{key: value} (cameras aligned, see `aligned`) if the value of every key arrived within `timeout` s of
+        `now` (monotonic), else None: a stale camera frame means no observation."""
+        chosen = self.aligned()
+        if any(k not in chosen or now - chosen[k][1] > timeout for k in self.keys):
             return None
-        return {k: self.latest[k][0] for k in self.keys}
+        return {k: chosen[k][0] for k in self.keys}
 
     def why_not_fresh(self, now: float, timeout: float) -> str:
         """Why `fresh(now, timeout)` is None: the keys never received, stale or dropped, with topics."""
         reasons = []
+        chosen = self.aligned()
         for key in self.keys:
             topic = self.topics[key]
             if key in self.errors:
                 reasons.append(f"{key} on {topic}: messages dropped ({self.errors[key]})")
-            elif key not in self.latest:
+            elif key not in chosen:
                 reasons.append(f"{key} on {topic}: nothing received yet")
-            elif now - self.latest[key][1] > timeout:
-                reasons.append(f"{key} on {topic}: last one {now - self.latest[key][1]:.2f} s ago "
+            elif now - chosen[key][1] > timeout:
+                reasons.append(f"{key} on {topic}: stale, the one used arrived {now - chosen[key][1]:.2f} s ago "
                                f"(obs_timeout {timeout:g} s)")
         return "; ".join(reasons) or "all observations are fresh"
 

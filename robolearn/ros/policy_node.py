@@ -115,7 +115,8 @@ class InferenceWorker:
             history, t_obs, generation = item
             t0 = time.perf_counter()
             with torch.no_grad():
-                obs = {k: torch.from_numpy(v[None].astype(np.float32)) for k, v in history.items()}
+                obs = {k: torch.from_numpy(v[None] if v.dtype == np.uint8 else v[None].astype(np.float32))
+                       for k, v in history.items()}  # camera frames stay uint8 (the encoder maps them)
                 chunk = self.policy.predict_action(obs, generator=self.generator)[0].cpu().numpy()
             self.seconds.append(time.perf_counter() - t0)
             self.results.put((chunk.astype(np.float64), t_obs, generation))

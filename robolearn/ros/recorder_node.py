@@ -1,7 +1,9 @@
 """`recorder_node`: record ROS topics into zarr episodes (the layout `robolearn train` reads).
 
 At the control rate, while an episode is recording, it keeps the latest observations (joint_pos,
-joint_vel and, when their topics carry data, gripper_opening, cube_pos, cube_quat) and the latest
+joint_vel and, when their topics carry data, gripper_opening, cube_pos, cube_quat; and for each of `cameras`
+("front,wrist") the frame `<camera>_image` (uint8, aligned to the observation time) with its capture time
+`<camera>_image_stamp` (ROS time, s)) and the latest
 joint command on `<controller>/commands` or `<controller>/joint_trajectory` as `action`.
 Episodes are started and ended by std_msgs/String messages on `trigger_topic`: "start", "stop"
 (commit) and "discard"; the simulated driver's /robolearn/episode messages ("start ...",
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robolearn.ros.images import IMAGE_SUFFIX, camera_names
 from robolearn.ros.msgs import Float64MultiArray, JointTrajectory, String
 from robolearn.ros.node import (
     OBSERVATION_TOPICS,
@@ -35,7 +38,7 @@ from robolearn.sim.arm import JOINT_NAMES
 PARAMETERS = {
     "output": "data/ros_demos.zarr", "control_hz": 20.0, "controller": "position_controller",
     "joint_names": list(JOINT_NAMES), **TOPIC_DEFAULTS, "trigger_topic": "/recorder/trigger",
-    "obs_timeout": 0.25, "max_episode_seconds": 60.0,
+    "obs_timeout": 0.25, "max_episode_seconds": 60.0, "cameras": "",
 }
 
 
@@ -50,7 +53,9 @@ class RecorderNode:
         self.rate_hz = float(params["control_hz"])
         self.joint_names = list(params["joint_names"])
         self.log = RateLimitedLog("recorder_node")
-        self.inbox = ObservationInbox(transport, list(OBSERVATION_TOPICS), params, self.joint_names, log=self.log)
+        cameras = [f"{name}{IMAGE_SUFFIX}" for name in camera_names(params["cameras"])]
+        self.inbox = ObservationInbox(transport, [*OBSERVATION_TOPICS, *cameras], params, self.joint_names,
+                                      log=self.log)
         controller = params["controller"].strip("/")
         transport.create_subscription(f"/{controller}/commands", Float64MultiArray, self._on_commands, SENSOR_QOS)
         transport.create_subscription(f"/{controller}/joint_trajectory", JointTrajectory, self._on_trajectory,
@@ -110,11 +115,17 @@ class RecorderNode:
         if self.episode is None:
             return True
         received = time.monotonic()
-        latest = {k: v for k, (v, t, _) in self.inbox.latest.items() if received - t <= float(self.p["obs_timeout"])}
+        latest = {k: v for k, v in self.inbox.aligned().items() if received - v[1] <= float(self.p["obs_timeout"])}
         if "joint_pos" not in latest or self.action is None:
             self.stats.count("ticks_without_data")
             return True
-        row = {k: np.asarray(v, dtype=np.float32) for k, v in latest.items()}
+        row = {}
+        for key, (value, _, sent) in latest.items():
+            if key in self.inbox.frames:  # camera frames stay uint8, with the capture time of the frame used
+                row[key] = value
+                row[f"{key}_stamp"] = np.float64(np.nan if sent is None else sent)
+            else:
+                row[key] = np.asarray(value, dtype=np.float32)
         row.update(action=self.action.copy(), timestamp=np.float64(received - self.t0))
         self.episode.append(row)
         self.stats.publish(now, received)

@@ -23,6 +23,14 @@ CAMERAS = ("front", "wrist", "top")
 DEFAULT_CAMERAS = ("front", "wrist")
 
 
+def camera_scene_option() -> mujoco.MjvOption:
+    """What the cameras render: everything but sites (markers such as the grasp point, which a real camera
+    does not see). The env's observations and the simulated robot's camera topics use the same."""
+    option = mujoco.MjvOption()
+    option.sitegroup[:] = 0
+    return option
+
+
 def image_key(camera: str) -> str:
     """The observation key of camera `camera`'s images, e.g. "front" -> "front_image"."""
     return f"{camera}_image"
@@ -105,8 +113,7 @@ class LiftEnv(gym.Env):
         self.render_size = tuple(render_size)
         self.render_camera = render_camera
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._scene_option = mujoco.MjvOption()
-        self._scene_option.sitegroup[:] = 0  # sites are markers (the grasp point), not things a camera sees
+        self._scene_option = camera_scene_option()
 
         self._qpos_adr = np.array([self.model.joint(j).qposadr[0] for j in JOINT_NAMES])
         self._mirror_adr = self.model.joint("gripper_mirror").qposadr[0]

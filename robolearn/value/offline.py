@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from robolearn.datasets.dataset import data_fingerprint
+from robolearn.datasets.dataset import data_fingerprint, load_arrays
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.datasets.rewards import episode_success, label_rewards
@@ -91,15 +91,14 @@ class ChunkTransitions:
             raise DatasetError(f"{buffer.path} has no episodes")
         self.obs_keys = list(obs_keys)
         keys = [*self.obs_keys, "action"] + (["reward"] if reward_convention == "dataset" else [])
-        data = buffer.load(keys)
-        self.obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in self.obs_keys}
-        data = {k: v.reshape(len(v), -1).astype(np.float32) for k, v in data.items()}
+        data, self.obs_shapes, image_keys = load_arrays(buffer, self.obs_keys, keys[len(self.obs_keys):])
         ends = buffer.episode_ends
         self.episode_ends = ends
         self.fingerprint = data_fingerprint(data, ends)  # identifies the data by content (resume checks it)
         self.success = episode_success(buffer, failed_episodes)
         reward, terminal = label_rewards(ends, self.success, reward_convention, data.get("reward"), num_final_steps)
-        self.normalizer = normalizer or LinearNormalizer.fit({k: data[k] for k in [*self.obs_keys, "action"]})
+        self.normalizer = normalizer or LinearNormalizer.fit({k: data[k] for k in [*self.obs_keys, "action"]
+                                                              if k not in image_keys})
         self.action_dim = data["action"].shape[1]
 
         n = len(reward)
