@@ -66,19 +66,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     run("collect", "n_episodes=4", f"output={tmp_path}/demo.zarr", cwd=tmp_path)
     run("train", f"run_dir={tmp_path}/a", *common, cwd=tmp_path)
 
-    args = robolearn_cmd("train", f"run_dir={tmp_path}/b", *common)
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while latest_step(tmp_path / "b") < 20:
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.time() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
-    killed_at = latest_step(tmp_path / "b")
+    killed_at = kill_after_checkpoint(["train", f"run_dir={tmp_path}/b", *common], tmp_path / "b", tmp_path, 20)
     assert 20 <= killed_at < 300
 
     out = run("train", f"run_dir={tmp_path}/b", *common, cwd=tmp_path).stdout
@@ -89,6 +77,50 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             assert (a[key] == b[key]).all(), f"{name}:{key} differs after resume"
+
+
+def kill_after_checkpoint(args, run_dir: Path, cwd: Path, min_step: int) -> int:
+    """Start `robolearn <args>`, SIGKILL it once `run_dir` holds a checkpoint at step >= min_step; the step."""
+    proc = subprocess.Popen(robolearn_cmd(*args), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while latest_step(run_dir) < min_step:
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    return latest_step(run_dir)
+
+
+def test_image_policy_trains_resumes_with_its_encoders_and_evaluates_on_lift_image(tmp_path):
+    """task=lift_image end to end at CI size: two 96 x 96 cameras collected, an image policy trained, killed,
+    resumed to the same weights as an uninterrupted run (image encoders included), then evaluated with a video
+    that shows the policy's camera views."""
+    common = ["task=lift_image", f"dataset={tmp_path}/img.zarr", "training.steps=60", "training.checkpoint_every=5",
+              "training.batch_size=8", "eval.n_episodes=0", "eval.final_n_episodes=1", "eval.n_video=0",
+              *[arg for arg in TINY if not arg.startswith(("training.batch_size", "eval."))]]
+    run("collect", "task=lift_image", "n_episodes=3", f"output={tmp_path}/img.zarr", cwd=tmp_path)
+    run("train", f"run_dir={tmp_path}/a", *common, cwd=tmp_path)
+    killed_at = kill_after_checkpoint(["train", f"run_dir={tmp_path}/b", *common], tmp_path / "b", tmp_path, 10)
+    assert 10 <= killed_at < 60
+    out = run("train", f"run_dir={tmp_path}/b", *common, cwd=tmp_path).stdout
+    assert f"at step {killed_at}" in out
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "a" / "checkpoints" / "latest" / name)
+        b = load_file(tmp_path / "b" / "checkpoints" / "latest" / name)
+        assert any(k.startswith("obs_encoder.image_encoders.wrist_image.") for k in a)
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f"{name} differs after resume"
+    proc = run("eval", "task=lift_image", f"checkpoint={tmp_path}/a/checkpoints/latest", "n_episodes=1",
+               "n_video=1", f"output_dir={tmp_path}/ev", cwd=tmp_path)
+    import imageio
+
+    frame = imageio.get_reader(tmp_path / "ev" / "eval.mp4").get_data(0)
+    assert frame.shape[0] == 240 and frame.shape[1] > 320  # the scene (240 x 320) with the camera column beside it
+    proc = run("eval", f"checkpoint={tmp_path}/a/checkpoints/latest", "n_episodes=1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "front_image" in proc.stderr and "task=" in proc.stderr  # task=lift has no cameras
 
 
 def test_resume_refuses_a_changed_policy_config(tmp_path):

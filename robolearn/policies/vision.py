@@ -75,11 +75,11 @@ def crop_images(images: torch.Tensor, size: tuple[int, int], random: bool,
     if not random:
         top, left = (height - h) // 2, (width - w) // 2
         return images[:, top:top + h, left:left + w]
-    top = torch.randint(0, height - h + 1, (n, 1, 1), generator=generator).to(images.device)
-    left = torch.randint(0, width - w + 1, (n, 1, 1), generator=generator).to(images.device)
-    rows = top + torch.arange(h, device=images.device)[None, :, None]
-    cols = left + torch.arange(w, device=images.device)[None, None, :]
-    return images[torch.arange(n, device=images.device)[:, None, None], rows, cols]
+    top = torch.randint(0, height - h + 1, (n,), generator=generator).to(images.device)
+    left = torch.randint(0, width - w + 1, (n,), generator=generator).to(images.device)
+    # every h x w window as a view (N, H - h + 1, W - w + 1, C, h, w); picking one per image copies only the crops
+    windows = images.unfold(1, h, 1).unfold(2, w, 1)
+    return windows[torch.arange(n, device=images.device), top, left].permute(0, 2, 3, 1)
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
