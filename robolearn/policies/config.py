@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, fields
 
 from robolearn.policies.features import ObsFeature, features_to_dict, parse_features
+from robolearn.policies.vision import image_encoder_config
 
 #: config class name -> class, filled by every `SerializableConfig` subclass as it is defined. Checkpoints name
 #: their config class; loading accepts only these classes (a checkpoint never makes us import a module).
@@ -28,8 +29,6 @@ class SerializableConfig:
         if hasattr(self, "obs_features"):
             self.obs_features = features_to_dict(parse_features(self.obs_features))
         if hasattr(self, "image_encoder"):
-            from robolearn.policies.vision import image_encoder_config
-
             self.image_encoder = image_encoder_config(self.image_encoder)
 
     @property

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
+from robolearn.policies.vision import build_image_encoders
 
 #: low_dim: a vector (any shape, flattened) in physical units, min/max normalized to [-1, 1];
 #: rgb: a uint8 camera image (H, W, 3), encoded by an image encoder.
@@ -144,8 +145,6 @@ class ObsEncoder(nn.Module):
     def from_config(cls, config, normalizer: LinearNormalizer) -> ObsEncoder:
         """The encoder a model config describes: its `features`, `n_obs_steps` and `image_encoder` (the
         `robolearn.policies.vision` config; image encoders are built for the rgb features)."""
-        from robolearn.policies.vision import build_image_encoders
-
         return cls(config.features, normalizer, config.n_obs_steps,
                    build_image_encoders(config.features, getattr(config, "image_encoder", None)))
 
