@@ -27,8 +27,7 @@ from robolearn.hardware.robot import RobotError
 from robolearn.ros.images import (
     camera_names,
     camera_topic,
-    compressed_image_message,
-    image_message,
+    frame_message,
     message_type,
 )
 from robolearn.ros.node import (
@@ -105,11 +104,8 @@ class CameraNode:
                 continue
             frame = resize(frame, int(self.p["image_height"]), int(self.p["image_width"]))
             header = stamp(time.time() - (time.monotonic() - taken), frame_id=f"{name}_camera")
-            if self.p["image_transport"] == "compressed":
-                msg = compressed_image_message(frame, header, int(self.p["jpeg_quality"]))
-            else:
-                msg = image_message(frame, header)
-            self.publishers[name].publish(msg)
+            self.publishers[name].publish(frame_message(frame, header, self.p["image_transport"],
+                                                        int(self.p["jpeg_quality"])))
         if self.cameras:
             self.stats.publish(now, time.monotonic())
         return True

@@ -39,8 +39,7 @@ import numpy as np
 from robolearn.ros.images import (
     camera_names,
     camera_topic,
-    compressed_image_message,
-    image_message,
+    frame_message,
     message_type,
 )
 from robolearn.ros.msgs import (
@@ -233,7 +232,9 @@ class RobotDriverNode:
             self.pub_cube.publish(pose_message(obs.extras["cube_pos"], obs.extras["cube_quat"], wall_time=wall))
         for name, frame in obs.images.items():
             if name in self.pub_images:
-                self.pub_images[name].publish(self.image_message(frame, stamp(wall, frame_id=f"{name}_camera")))
+                header = stamp(wall, frame_id=f"{name}_camera")
+                self.pub_images[name].publish(frame_message(frame, header, self.p["image_transport"],
+                                                            int(self.p["jpeg_quality"])))
         self.stats.publish(now, time.monotonic())
         status = "estop" if self.robot.safety.stopped else "holding" if self.robot.safety.watchdog_tripped else "running"
         if status != self.status:
@@ -247,11 +248,6 @@ class RobotDriverNode:
             if obs.success or now - self.episode_start >= float(self.p["episode_seconds"]):
                 return self._end_episode(bool(obs.success), now)
         return True
-
-    def image_message(self, frame: np.ndarray, header):
-        if self.p["image_transport"] == "compressed":
-            return compressed_image_message(frame, header, int(self.p["jpeg_quality"]))
-        return image_message(frame, header)
 
     def report(self) -> str:
         text = self.stats.report("robot_driver")

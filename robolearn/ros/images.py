@@ -79,6 +79,13 @@ def compressed_image_message(frame: np.ndarray, header: Header, quality: int = 9
     return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8", data=encoded.tobytes())
 
 
+def frame_message(frame: np.ndarray, header: Header, transport: str = "raw", quality: int = 90):
+    """A frame as the message of `transport`: Image ("raw") or CompressedImage JPEG at `quality` ("compressed")."""
+    if transport == "compressed":
+        return compressed_image_message(frame, header, quality)
+    return image_message(frame, header)
+
+
 def frame_from_message(msg) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage (JPEG, PNG) -> RGB (H, W, 3) uint8.
 
