@@ -42,6 +42,7 @@ commands:
   calibrate robot=so101 measure a bus arm's zero pose and joint ranges into a calibration YAML
   deploy checkpoint=PATH     run the ROS 2 node graph (graph=sim|robot|teleop_record) as processes over DDS
   replay dataset=PATH   play a recorded episode back on a robot
+  sysid dataset=PATH    fit the arm's world parameters (masses, damping, armature, gains, delay) to recordings
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
   dataset verify PATH   check every chunk and recorded checksum (exit 2 if the dataset is damaged)
 
@@ -54,6 +55,8 @@ Examples:
   robolearn collect failure_rate=0.5 output=data/lift_mixed.zarr     # mixed-quality demonstrations
   robolearn train-value dataset=data/lift_mixed.zarr algorithm=cal_ql
   robolearn eval checkpoint=runs/.../checkpoints/best value=runs/lift_value_cal_ql/checkpoints/latest rerank.k=16
+  robolearn train world=randomized       # domain randomization (configs/world); eval world=real_proxy
+  robolearn sysid dataset=data/recorded.zarr name=my_arm   # then: robolearn eval world=my_arm ...
 """
 
 
@@ -116,6 +119,7 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.finetune import finetune
     from robolearn.record import record
     from robolearn.replay import replay
+    from robolearn.sysid import sysid
     from robolearn.train import train
     from robolearn.train_value import train_value
 
@@ -124,7 +128,7 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
             "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
             "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate),
             "train-value": ("train_value", train_value),
-            "deploy": ("deploy", deploy)}
+            "deploy": ("deploy", deploy), "sysid": ("sysid", sysid)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,5 +23,5 @@ def collect(cfg: DictConfig) -> Path:
             `collect_dataset`.
     """
     check_config(cfg, COLLECT_RULES)
-    return collect_dataset(cfg.output, load_task(cfg.task), n_episodes=int(cfg.n_episodes), seed=int(cfg.seed),
+    return collect_dataset(cfg.output, load_task(cfg.task, cfg.world), n_episodes=int(cfg.n_episodes), seed=int(cfg.seed),
                            image_obs=bool(cfg.image_obs), overwrite=bool(cfg.overwrite))

@@ -11,6 +11,7 @@ episodes) or on Ctrl-C, the other nodes are stopped with SIGINT, and each prints
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.errors import UserError
 from robolearn.paths import config_dir
 from robolearn.ros.params import write_parameters_file
+from robolearn.sim.world import World
 from robolearn.tasks import load_task
 
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
@@ -74,7 +76,7 @@ def deploy(cfg: DictConfig) -> int:
         raise UserError(f"parameter file not found: {params_file}")
     nodes = {n for n, _ in GRAPHS[graph][1]}
     # the task's topic map first (configs/task/<name>.yaml `ros:`), then what the command line gives
-    overrides = {node: dict(values) for node, values in load_task(cfg.task).ros.items() if node in nodes}
+    overrides = {node: dict(values) for node, values in load_task(cfg.task, cfg.world).ros.items() if node in nodes}
     for node, values in OmegaConf.to_container(cfg.params, resolve=True).items():
         if values:
             overrides.setdefault(node, {}).update(values)
@@ -84,6 +86,14 @@ def deploy(cfg: DictConfig) -> int:
             continue
         if cfg[key] is not None:
             overrides.setdefault(node, {})[key] = cfg[key]
+    world = OmegaConf.to_container(cfg.world, resolve=True)
+    if World(world).is_nominal:
+        pass
+    elif "robot_driver" in nodes and (cfg.robot or "sim") == "sim" and graph != "robot":
+        overrides.setdefault("robot_driver", {})["sim_world"] = json.dumps(world)
+    else:
+        raise UserError(f"world={world.get('name')} applies to the simulated arm (graph sim or teleop_record with "
+                        "robot=sim); a real arm is in the real world")
     if graph in ("sim", "robot"):
         if not cfg.checkpoint:
             raise UserError("give the policy: robolearn deploy checkpoint=runs/.../checkpoints/best")

@@ -47,7 +47,7 @@ def run_eval(cfg: DictConfig) -> dict:
             type or range (`EVAL_RULES`).
     """
     check_config(cfg, EVAL_RULES)
-    task = load_task(cfg.task)
+    task = load_task(cfg.task, cfg.world)
     if task.env_id is None:
         raise UserError(f"task {task.name} has no simulator to evaluate in")
     if cfg.checkpoint is None:

@@ -86,7 +86,7 @@ def _finetune(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     pc, ec = cfg.ppo, cfg.eval
-    task = load_task(cfg.task)
+    task = load_task(cfg.task, cfg.world)
     run_dir = Path(cfg.run_dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints")
     env_kwargs = task.env_kwargs

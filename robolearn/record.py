@@ -40,6 +40,7 @@ def record(cfg: DictConfig) -> Path:
     try:
         robot = make_robot(cfg.robot, port=cfg.port, realtime=cfg.realtime, control_hz=cfg.rate_hz,
                            sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration,
+                           world=OmegaConf.to_container(cfg.world, resolve=True),
                            cameras=OmegaConf.to_container(cfg.cameras, resolve=True))
         device = make_device(cfg.device, rate_hz=cfg.rate_hz, leader=cfg.leader, leader_port=cfg.leader_port,
                              episodes=cfg.max_episodes or 1, seed=cfg.seed, leader_calibration=cfg.leader_calibration)

@@ -23,7 +23,8 @@ def replay(cfg: DictConfig) -> dict:
         raise UserError(f"episode {cfg.episode} out of range: {cfg.dataset} has {buffer.n_episodes} episodes")
     ep = buffer.get_episode(cfg.episode, ["action", "joint_pos"])
     robot = make_robot(cfg.robot, port=cfg.port, realtime=cfg.realtime, control_hz=cfg.rate_hz,
-                       sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration)
+                       sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration,
+                       world=OmegaConf.to_container(cfg.world, resolve=True))
     measured = []
     with robot:
         if cfg.robot == "sim":  # the scene the episode was recorded in (see robolearn record)

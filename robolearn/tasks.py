@@ -16,13 +16,14 @@ A task yaml holds::
     training: {batch_size: 64}        # robolearn train's defaults for this task (optional; the command line wins)
 
 An unknown or misspelled key is an error. Apps read a task through `task_from_config` and never branch on
-its name.
+its name. An app's `world:` section (configs/world/<name>.yaml, `robolearn.sim.world`) reaches the task's env
+as the env kwarg `world` (`load_task(section, world)`); the nominal world adds nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,24 @@ class Task:
     metric: str = "success_rate"
     ros: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    world: str = "nominal"
+
+    def with_world(self, world: Mapping | None) -> Task:
+        """This task in `world` (a world config mapping): its env kwargs gain `world` unless the world is
+        nominal, and `self.world` names it.
+
+        Raises:
+            ValueError: a malformed world (naming the parameter), or a non-nominal world for an env that does not
+                take one (e.g. Push-T) or a task without a simulator.
+        """
+        from robolearn.sim.world import World
+
+        parsed = World(world)
+        if parsed.is_nominal:
+            return replace(self, world=parsed.name)
+        if self.env_id is None or "world" not in _env_parameters(self.env_id):
+            raise ValueError(f"task {self.name}: its env {self.env_id} has no world parameters; use world=nominal")
+        return replace(self, world=parsed.name, env_kwargs={**self.env_kwargs, "world": dict(world)})
 
     @property
     def obs_keys(self) -> list[str]:
@@ -106,6 +125,23 @@ class Task:
                              f"takes actions of dimension {expected}")
 
 
+def _env_parameters(env_id: str) -> set[str]:
+    """The keyword arguments the env registered as `env_id` takes (empty if unknown)."""
+    import inspect
+
+    import gymnasium as gym
+
+    try:
+        entry = gym.spec(env_id).entry_point
+        if isinstance(entry, str):
+            from gymnasium.envs.registration import load_env_creator
+
+            entry = load_env_creator(entry)
+        return set(inspect.signature(entry).parameters)
+    except Exception:  # noqa: BLE001 - an unknown env takes nothing we know of
+        return set()
+
+
 def task_from_config(cfg: Mapping) -> Task:
     """The `Task` of a hydra `task:` section (resolved).
 
@@ -136,15 +172,19 @@ def task_from_config(cfg: Mapping) -> Task:
                 metric=metric, ros=dict(cfg.get("ros") or {}), training=dict(cfg.get("training") or {}))
 
 
-def load_task(section) -> Task:
-    """The `Task` of an app's hydra `task:` section (a DictConfig, resolved here).
+def load_task(section, world=None) -> Task:
+    """The `Task` of an app's hydra `task:` section (a DictConfig, resolved here), in the app's `world:`
+    section (None: the nominal world; see `Task.with_world`).
 
     Raises:
-        UserError: as `task_from_config`, in one line.
+        UserError: as `task_from_config` and `Task.with_world`, in one line.
     """
     from omegaconf import OmegaConf
 
     try:
-        return task_from_config(OmegaConf.to_container(section, resolve=True))
+        task = task_from_config(OmegaConf.to_container(section, resolve=True))
+        if world is not None:
+            task = task.with_world(OmegaConf.to_container(world, resolve=True))
+        return task
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float) -> dict:
     tc, ec = cfg.training, cfg.eval
-    task = load_task(cfg.task)
+    task = load_task(cfg.task, cfg.world)
     env_kwargs = task.env_kwargs
     dataset_path = Path(cfg.dataset)
 

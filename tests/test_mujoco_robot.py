@@ -53,17 +53,18 @@ def test_stop_latches_until_reset():
         assert not np.allclose(robot.send(position + 0.5), position, atol=1e-3)
 
 
-def test_command_latency_delays_the_servos():
-    with MujocoRobot(realtime=False, command_latency=0.1) as robot:
+@pytest.mark.parametrize("delay", [0.0, 0.1])
+def test_world_action_delay_delays_the_servos(delay):
+    with MujocoRobot(realtime=False, world={"latency": {"action_delay": delay}}) as robot:
         robot.tick()  # let 0.05 s pass, so the rate limit allows a move
-        robot.tick()
-        robot.tick()  # the held commands have reached the servos by now
-        before = robot.data.ctrl.copy()
-        robot.send(robot.read().joint_pos + 0.05)  # 0.05 s later: not applied yet
-        np.testing.assert_array_equal(robot.data.ctrl, before)
-        robot.tick()
-        robot.tick()  # 0.15 s: applied
-        assert not np.allclose(robot.data.ctrl, before)
+        q0 = robot.read().joint_pos
+        robot.send(q0 + 0.05)  # 0.05 s later: applied without delay, not yet with 0.1 s
+        moved_early = np.abs(robot.read().joint_pos - q0).max()
+        robot.send(q0 + 0.05)
+        robot.send(q0 + 0.05)  # 0.15 s: applied in both
+        moved_late = np.abs(robot.read().joint_pos - q0).max()
+    assert (moved_early < 0.01) == (delay > 0)  # (the held arm itself sags ~0.004 rad)
+    assert moved_late > 0.03
 
 
 def test_realtime_pacing_follows_the_wall_clock():

@@ -25,9 +25,11 @@ def run_expert_episode(env: gym.Env, expert, seed: int) -> dict:
 
     Returns per-step arrays, each (T, ...): the observation keys, `action` (T, Da) float32 in the env's
     units, `reward` (T,) float32, `done` (T,) bool (True on the last step), `success` (T,) bool
-    (`info["is_success"]`), and `timestamp` (T,) s since the episode start.
+    (`info["is_success"]`), `timestamp` (T,) s since the episode start, and, when the env samples a world
+    (`robolearn.sim.world`), `world` (T, P) float32: the episode's world parameters (`info["world"]` after the
+    reset, in its order) on every step.
     """
-    obs, _ = env.reset(seed=seed)
+    obs, reset_info = env.reset(seed=seed)
     expert.reset(obs, np.random.default_rng(seed))
     dt = 1.0 / env.metadata["render_fps"]
     steps: dict[str, list] = {k: [] for k in obs}
@@ -47,6 +49,9 @@ def run_expert_episode(env: gym.Env, expert, seed: int) -> dict:
             break
     out = {k: np.stack(v) for k, v in steps.items()}
     out["timestamp"] = out["timestamp"].astype(np.float64)
+    if "world" in reset_info:
+        values = np.array(list(reset_info["world"].values()), dtype=np.float32)
+        out["world"] = np.repeat(values[None], len(out["action"]), axis=0)
     return out
 
 
@@ -55,7 +60,10 @@ def collect_dataset(output: str | Path, task: Task, n_episodes: int, seed: int =
     """Collect `n_episodes` episodes of the task's scripted expert into the replay buffer at `output`.
 
     Attempt j is reset with seed `seed + j`. With the task's `keep_failed: false` only successful episodes
-    are kept, and attempts continue until `n_episodes` are. If `output` already holds a replay buffer,
+    are kept, and attempts continue until `n_episodes` are; the seeds of the discarded attempts are recorded
+    in the buffer attribute `robolearn_collection.discarded_seeds`. In a world other than the nominal one
+    (`task.with_world`), each episode's sampled world parameters are stored as the per-step key `world`,
+    named by the attribute `robolearn.world_params`. If `output` already holds a replay buffer,
     collection resumes where it stopped (the attempts made are recorded in the buffer); `overwrite=True`
     starts afresh and replaces only an existing replay buffer (never another folder or file, see
     `ReplayBuffer.create`). Each episode is committed atomically as it finishes, so an interrupted
@@ -80,6 +88,10 @@ def collect_dataset(output: str | Path, task: Task, n_episodes: int, seed: int =
     env_kwargs = {**task.env_kwargs, **({"image_obs": True} if image_obs else {})}
     attrs = {"robolearn": {"env_id": task.env_id, "env_kwargs": env_kwargs, "expert": task.expert,
                            "keep_failed": task.keep_failed, "seed": int(seed)}}
+    if "world" in env_kwargs:
+        from robolearn.sim.world import world_param_names
+
+        attrs["robolearn"]["world_params"] = world_param_names()
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and not overwrite:
         try:
@@ -105,7 +117,9 @@ def collect_dataset(output: str | Path, task: Task, n_episodes: int, seed: int =
 def _collect_into(buffer: ReplayBuffer, output: Path, task: Task, env_kwargs: dict, expert, n_episodes: int,
                   seed: int) -> Path:
     start = buffer.n_episodes
-    attempts = int(buffer.attrs.get(PROGRESS_ATTR, {}).get("attempts", start))
+    progress = buffer.attrs.get(PROGRESS_ATTR, {})
+    attempts = int(progress.get("attempts", start))
+    discarded = list(progress.get("discarded_seeds", []))
     env = gym.make(task.env_id, **env_kwargs)
     successes = int(sum(buffer.get_episode(i, ["success"])["success"][-1] for i in range(start)))
     t0 = time.perf_counter()
@@ -120,7 +134,9 @@ def _collect_into(buffer: ReplayBuffer, output: Path, task: Task, env_kwargs: di
             kept += 1
             successes += success
             bar.update(1)
-        buffer.update_attrs({PROGRESS_ATTR: {"attempts": attempts}})
+        else:
+            discarded.append(seed + attempts - 1)
+        buffer.update_attrs({PROGRESS_ATTR: {"attempts": attempts, "discarded_seeds": discarded}})
         bar.set_postfix(attempts=attempts, kept_success=f"{successes / max(kept, 1):.0%}", steps=buffer.n_steps)
     bar.close()
     env.close()

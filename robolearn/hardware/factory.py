@@ -21,6 +21,7 @@ from robolearn.hardware.teleop import (
     TeleopDevice,
 )
 from robolearn.paths import config_dir
+from robolearn.sim.world import World
 
 BUSES = {"feetech": FeetechBus, "dynamixel": DynamixelBus}
 
@@ -58,13 +59,21 @@ def make_bus_arm(name: str, port: str | None = None, read_only: bool = False,
 
 
 def make_robot(name: str, port: str | None = None, realtime: bool = True, control_hz: float = 20.0,
-               sim: dict | None = None, calibration: str | None = None, cameras: dict | None = None) -> Robot:
-    """"sim" -> `MujocoRobot` (options in `sim`: joint_noise, command_latency, mass_scale,
-    damping_scale, seed, cameras {name: [height, width]}); any other name -> `make_bus_arm(name, port,
+               sim: dict | None = None, calibration: str | None = None, cameras: dict | None = None,
+               world: dict | None = None) -> Robot:
+    """"sim" -> `MujocoRobot` (options in `sim`: world (a world config mapping, `robolearn.sim.world`), seed,
+    cameras {name: [height, width]}); any other name -> `make_bus_arm(name, port,
     calibration=calibration)` with `cameras` {name: OpenCV source (device index, path or URL)} as
-    `OpenCVCamera`s."""
+    `OpenCVCamera`s. `world` (a world config mapping) is the simulated arm's world, if not in `sim`.
+
+    Raises:
+        ValueError: a world other than the nominal one for a real arm.
+    """
     if name == "sim":
-        return MujocoRobot(realtime=realtime, control_hz=control_hz, **(sim or {}))
+        return MujocoRobot(realtime=realtime, control_hz=control_hz, **({"world": world} | (sim or {})))
+    if not World(world).is_nominal:
+        raise ValueError(f"world={world.get('name')} applies to the simulated arm (robot=sim); a real arm is in "
+                         "the real world")
     arm = make_bus_arm(name, port, calibration=calibration)
     arm.cameras = {camera: OpenCVCamera(source) for camera, source in (cameras or {}).items()}
     return arm

@@ -26,11 +26,14 @@ ends on the scene's success (`RobotObservation.success`; Lift: the cube 5 cm up)
 <stamp> is the ROS time of the reset, s, so listeners can drop observations taken before it), and
 the node exits after the last episode with the success rate printed. The first episode starts
 when a command has arrived and `episode_subscribers` nodes listen to /robolearn/episode, so the
-episode clock does not run while the other nodes load.
+episode clock does not run while the other nodes load. `sim_world` (a JSON world config, `robolearn.sim.world`;
+`robolearn deploy world=...` writes it) puts the simulated arm in another world: physics, latency, sensor
+noise and the look of its cameras, sampled per episode.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -74,7 +77,7 @@ PARAMETERS = {
     "robot": "sim", "port": "", "calibration": "", "control_hz": 20.0, "controller": "position_controller",
     "watchdog_timeout": 0.25, **TOPIC_DEFAULTS, "estop_topic": "/e_stop", "episode_topic": "/robolearn/episode",
     "status_topic": "/robolearn/driver_status", "episodes": 0, "episode_seconds": 10.0, "seed": 100000,
-    "reset_grace": 0.15, "episode_subscribers": 0, "sim_joint_noise": 0.0, "sim_command_latency": 0.0,
+    "reset_grace": 0.15, "episode_subscribers": 0, "sim_world": "",
     "max_trajectory_offset": 5.0, "max_trajectory_seconds": 60.0,
     "cameras": "", "image_height": 96, "image_width": 96, "jpeg_quality": 90,
 }
@@ -94,13 +97,13 @@ class RobotDriverNode:
 
         check_timing(params, durations=("watchdog_timeout", "episode_seconds", "max_trajectory_offset",
                                         "max_trajectory_seconds"),
-                     non_negative=("reset_grace", "sim_command_latency"))
+                     non_negative=("reset_grace",))
         self.p = params
         self.log = RateLimitedLog("robot_driver")
         self.rate_hz = float(params["control_hz"])
         self.period = 1.0 / self.rate_hz
         if robot is None:
-            sim = {"joint_noise": params["sim_joint_noise"], "command_latency": params["sim_command_latency"],
+            sim = {"world": json.loads(params["sim_world"]) if params["sim_world"] else None,
                    "watchdog_timeout": params["watchdog_timeout"],
                    "cameras": dict.fromkeys(camera_names(params["cameras"]),
                                             (int(params["image_height"]), int(params["image_width"])))}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.sim.arm import JOINT_NAMES, load_model
+from robolearn.sim.arm import JOINT_NAMES
+from robolearn.sim.world import World, WorldModel, as_world, flat_values, load_model_for
 
 CUBE_HALF_SIZE = 0.015  # m
 TABLE_TOP_Z = 0.0  # m, world z of the table surface
@@ -36,10 +37,10 @@ def image_key(camera: str) -> str:
     return f"{camera}_image"
 
 
-def cube_lifted(cube_z: float) -> bool:
+def cube_lifted(cube_z: float, half_size: float = CUBE_HALF_SIZE) -> bool:
     """The task's success condition: the cube's bottom at least `LIFT_HEIGHT` (5 cm) above the table,
-    from the cube's centre height `cube_z` (m, world frame)."""
-    return bool(cube_z - CUBE_HALF_SIZE - TABLE_TOP_Z >= LIFT_HEIGHT)
+    from the cube's centre height `cube_z` (m, world frame) and half its edge `half_size` (m)."""
+    return bool(cube_z - half_size - TABLE_TOP_Z >= LIFT_HEIGHT)
 
 
 def gripper_opening(model: mujoco.MjModel, data: mujoco.MjData) -> float:
@@ -72,6 +73,12 @@ class LiftEnv(gym.Env):
     physics steps per action: fast enough for stable stiff grasp contacts, and the
     control rate of the hardware drivers.
 
+    World (`robolearn.sim.world`): each reset samples the world's parameters (physics, the cube, latency,
+    sensor noise and offsets, the look of the scene) from a generator seeded by the reset's generator after the
+    cube's pose and the arm's noise are drawn, so a seed spawns the same scene in every world. The values are
+    in `info["world"]` ({name: value}) after each reset. Observations then carry the world's sensor noise and
+    delay; the success test uses the true cube pose.
+
     Args:
         render_mode: None or "rgb_array" (off-screen; works on a CPU with MUJOCO_GL=egl/osmesa).
         cameras: cameras rendered into the observation, from `CAMERAS` ("front": fixed third-person view of
@@ -83,6 +90,10 @@ class LiftEnv(gym.Env):
         control_hz: control rate, Hz; must divide the 500 Hz physics rate.
         max_episode_seconds: truncation time, s.
         init_noise: half-width of the uniform noise on the initial joint positions, rad.
+        world: a `World` or a world config mapping (configs/world/<name>.yaml); None: the nominal world.
+
+    Raises:
+        ValueError: a bad argument, or a world that does not fit the control period (`WorldModel`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -90,10 +101,12 @@ class LiftEnv(gym.Env):
     def __init__(self, render_mode: str | None = None, cameras: Sequence[str] | None = None,
                  image_obs: bool = False, image_size: tuple[int, int] = (96, 96),
                  render_size: tuple[int, int] = (240, 320), render_camera: str = "front",
-                 control_hz: int = 20, max_episode_seconds: float = 10.0, init_noise: float = 0.02):
+                 control_hz: int = 20, max_episode_seconds: float = 10.0, init_noise: float = 0.02,
+                 world: World | Mapping | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.model = load_model()
+        world = as_world(world)
+        self.model = load_model_for(world)
         physics_hz = round(1.0 / self.model.opt.timestep)
         if control_hz <= 0 or physics_hz % control_hz:
             raise ValueError(f"control_hz must divide the physics rate {physics_hz} Hz, got {control_hz}")
@@ -101,6 +114,8 @@ class LiftEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": control_hz}
         self.frame_skip = physics_hz // control_hz
+        self.world = None if world.is_nominal else WorldModel(world, self.model, 1.0 / control_hz)
+        self._world_rng = np.random.default_rng(0)
         self.max_episode_steps = int(round(max_episode_seconds * control_hz))
         self.init_noise = init_noise
         self.cameras = tuple(cameras if cameras is not None else (DEFAULT_CAMERAS if image_obs else ()))
@@ -137,19 +152,26 @@ class LiftEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         rng = self.np_random
-        mujoco.mj_resetData(self.model, self.data)
         q = HOME_QPOS + rng.uniform(-self.init_noise, self.init_noise, size=6)
         q = np.clip(q, self.action_low, self.action_high)
+        x, y = rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y)
+        yaw = rng.uniform(-np.pi, np.pi)
+        info = {"is_success": False}
+        if self.world is not None:  # mj_setConst uses the data as scratch, so before the state is set
+            self._world_rng = np.random.default_rng(rng.integers(2**63))
+            info["world"] = flat_values(self.world.sample(self._world_rng))
+            mujoco.mj_setConst(self.model, self.data)
+        mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self._qpos_adr] = q
         self.data.qpos[self._mirror_adr] = q[5]
         self.data.ctrl[:] = q
-        x, y = rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y)
-        yaw = rng.uniform(-np.pi, np.pi)
-        self.data.qpos[self._cube_adr:self._cube_adr + 3] = (x, y, TABLE_TOP_Z + CUBE_HALF_SIZE)
+        if self.world is not None:
+            self.world.init_ctrl_history(self.data)
+        self.data.qpos[self._cube_adr:self._cube_adr + 3] = (x, y, TABLE_TOP_Z + self.cube_half_size)
         self.data.qpos[self._cube_adr + 3:self._cube_adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         mujoco.mj_forward(self.model, self.data)
         self._steps = 0
-        return self._obs(), {"is_success": False}
+        return self._obs(), info
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -159,11 +181,19 @@ class LiftEnv(gym.Env):
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action}")
         self.data.ctrl[:] = np.clip(action, self.action_low, self.action_high)
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.world is None:
+            mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+            obs = self._obs()
+        else:  # a jittered period; the observation is taken `obs_delay` before its end
+            n, age = self.world.substeps(self.frame_skip, self._world_rng)
+            mujoco.mj_step(self.model, self.data, nstep=n - age)
+            obs = self._obs()
+            if age:
+                mujoco.mj_step(self.model, self.data, nstep=age)
         self._steps += 1
         success = self.is_success()
         truncated = (not success) and self._steps >= self.max_episode_steps
-        return self._obs(), float(success), success, truncated, {"is_success": success}
+        return obs, float(success), success, truncated, {"is_success": success}
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -176,9 +206,14 @@ class LiftEnv(gym.Env):
         self._renderers.clear()
 
     # -- helpers -------------------------------------------------------------------------
+    @property
+    def cube_half_size(self) -> float:
+        """Half the cube's edge in this episode (the world may change it), m."""
+        return CUBE_HALF_SIZE if self.world is None else self.world.cube_half_size
+
     def is_success(self) -> bool:
         """True when the cube's bottom is at least `LIFT_HEIGHT` (5 cm) above the table."""
-        return cube_lifted(self.data.qpos[self._cube_adr + 2])
+        return cube_lifted(self.data.qpos[self._cube_adr + 2], self.cube_half_size)
 
     def render_camera_image(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         """Render camera `camera` off-screen at size (height, width) px; returns (H, W, 3) uint8."""
@@ -190,11 +225,17 @@ class LiftEnv(gym.Env):
 
     def _obs(self) -> dict:
         opening = gripper_opening(self.model, self.data)
+        joint_pos = self.data.qpos[self._qpos_adr]
+        cube_pos, cube_quat = self.data.qpos[self._cube_adr:self._cube_adr + 3], self.data.qpos[
+            self._cube_adr + 3:self._cube_adr + 7]
+        if self.world is not None:
+            joint_pos = self.world.measure_joints(joint_pos, self._world_rng)
+            cube_pos, cube_quat = self.world.measure_cube(cube_pos, cube_quat, self._world_rng)
         obs = {
-            "joint_pos": self.data.qpos[self._qpos_adr].astype(np.float32),
+            "joint_pos": joint_pos.astype(np.float32),
             "gripper_opening": np.array([opening], dtype=np.float32),
-            "cube_pos": self.data.qpos[self._cube_adr:self._cube_adr + 3].astype(np.float32),
-            "cube_quat": self.data.qpos[self._cube_adr + 3:self._cube_adr + 7].astype(np.float32),
+            "cube_pos": cube_pos.astype(np.float32),
+            "cube_quat": cube_quat.astype(np.float32),
         }
         for camera in self.cameras:
             obs[image_key(camera)] = self.render_camera_image(camera, self.image_size)
