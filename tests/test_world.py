@@ -10,7 +10,13 @@ from robolearn.datasets.replay_buffer import ReplayBuffer
 from robolearn.paths import config_dir
 from robolearn.sim.arm import load_model
 from robolearn.sim.lift import LiftEnv
-from robolearn.sim.world import PARAMETERS, World, WorldModel, load_model_for, world_param_names
+from robolearn.sim.world import (
+    PARAMETERS,
+    World,
+    WorldModel,
+    load_model_for,
+    world_param_names,
+)
 from robolearn.tasks import task_from_config
 
 
