@@ -69,13 +69,13 @@ def run_eval(cfg: DictConfig) -> dict:
     seeds = range(cfg.seed, cfg.seed + cfg.n_episodes)
     results = evaluate_policy(policy, task.env_id, seeds, task.env_kwargs,
                               video_path=str(out / "eval.mp4") if cfg.n_video else None, n_video=cfg.n_video)
-    results.update(checkpoint=str(cfg.checkpoint), policy_class=type(policy).__name__,
+    results.update(checkpoint=str(cfg.checkpoint), world=task.world, policy_class=type(policy).__name__,
                    sampler=getattr(policy.config, "sampler", None),
                    num_inference_steps=getattr(policy.config, "num_inference_steps", None),
                    value=None if cfg.value is None else str(cfg.value),
                    rerank=None if cfg.value is None else OmegaConf.to_container(cfg.rerank))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_results.json").write_text(json.dumps(results, indent=1))
-    print(f"{cfg.checkpoint}: {format_results(results)}")
+    print(f"{cfg.checkpoint} in world {task.world}: {format_results(results)}")
     print(f"results: {out / 'eval_results.json'}" + (f"   video: {results['video']}" if results["video"] else ""))
     return results

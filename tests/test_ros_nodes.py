@@ -367,6 +367,7 @@ def test_ros_package_metadata():
 
 
 # -- the deployment graph end to end --------------------------------------------------------
+@pytest.mark.slow  # ~8 min (a policy is trained first); CI runs the graph with untrained policies below
 def test_simulated_deployment_graph_lifts_the_cube(trained_lift_policy, tmp_path):
     env = ros_env()
     proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={trained_lift_policy}",
@@ -402,14 +403,15 @@ def test_teleop_record_graph_records_episodes(tmp_path):
         assert np.all(np.diff(stamps) >= 0) and np.isfinite(stamps).all()  # with their capture times
 
 
-def test_simulated_deployment_graph_runs_an_image_policy_on_camera_topics(tmp_path):
+def test_simulated_deployment_graph_runs_an_image_policy_on_camera_topics_in_the_real_proxy(tmp_path):
     checkpoint = tiny_lift_checkpoint(tmp_path / "image_ckpt", features=IMAGE_FEATURES)
     env = ros_env()
     proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", "task=lift_image",
-                           "episodes=1", "+params.robot_driver.episode_seconds=3.0",
+                           "world=real_proxy", "episodes=1", "+params.robot_driver.episode_seconds=3.0",
                            f"ros_domain_id={env['ROS_DOMAIN_ID']}", "timeout=120"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     commands = int(re.search(r"\[policy_node\] latency report: (\d+) commands", out).group(1))
     assert commands >= 40, out[-3000:]  # 3 s at 20 Hz: the policy acted on the camera frames throughout
+    assert "simulated arm in world real_proxy" in out

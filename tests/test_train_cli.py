@@ -53,6 +53,11 @@ def test_train_then_eval_end_to_end(tmp_path):
     ev = json.loads((tmp_path / "ev" / "eval_results.json").read_text())
     assert ev["num_inference_steps"] == 3 and ev["n_episodes"] == 2 and len(ev["ci95"]) == 2
     assert (tmp_path / "ev" / "eval.mp4").stat().st_size > 1000
+    # the same policy in the real-proxy world (configs/world/real_proxy.yaml)
+    proc = run("eval", f"checkpoint={latest}", "world=real_proxy", "n_episodes=1", "n_video=0",
+               "num_inference_steps=3", f"output_dir={tmp_path}/ev_proxy", cwd=tmp_path)
+    assert "in world real_proxy: success" in proc.stdout
+    assert json.loads((tmp_path / "ev_proxy" / "eval_results.json").read_text())["world"] == "real_proxy"
 
 
 def latest_step(run_dir: Path) -> int:

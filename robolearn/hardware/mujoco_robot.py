@@ -77,13 +77,14 @@ class MujocoRobot(Robot):
         """Half the cube's edge in this episode, m."""
         return CUBE_HALF_SIZE if self.world is None else self.world.cube_half_size
 
-    def _place_scene(self) -> None:
+    def _place_scene(self, start_time: float = 0.0) -> None:
         yaw = self.rng.uniform(-np.pi, np.pi)
         xy = (self.rng.uniform(*SPAWN_X), self.rng.uniform(*SPAWN_Y))
         if self.world is not None:  # mj_setConst uses the data as scratch, so before the state is set
             self.world_values = flat_values(self.world.sample(self.rng))
             mujoco.mj_setConst(self.model, self.data)
         mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
+        self.data.time = start_time  # (before the ctrl history is filled: its samples are stamped)
         self.data.qpos[self._cube:self._cube + 3] = (*xy, self.cube_half_size)
         self.data.qpos[self._cube + 3:self._cube + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self.data.ctrl[:] = HOME_QPOS
@@ -97,9 +98,7 @@ class MujocoRobot(Robot):
         self._require()
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        t = self.data.time
-        self._place_scene()
-        self.data.time = t  # the clock keeps running
+        self._place_scene(start_time=self.data.time)  # the clock keeps running
         self.safety.reset(self._read().joint_pos, self.now())
 
     def _disconnect(self) -> None:

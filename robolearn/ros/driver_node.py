@@ -110,6 +110,10 @@ class RobotDriverNode:
             robot = make_robot(params["robot"], port=params["port"] or None, realtime=True, control_hz=self.rate_hz,
                                sim=sim, calibration=params["calibration"] or None)
         self.robot = robot.connect()
+        world = getattr(self.robot, "world", None)
+        if world is not None:
+            print(f"[robot_driver] simulated arm in world {world.world.name} (parameters sampled per episode)",
+                  flush=True)
         self.robot.safety.watchdog_timeout = float(params["watchdog_timeout"])
         self.joint_names = list(self.robot.joint_names)
         controller = params["controller"].strip("/")

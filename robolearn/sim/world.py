@@ -328,7 +328,7 @@ class WorldModel:
         m.actuator_biasprm[:, 1] = -kp
         m.actuator_forcerange[:] = nom["actuator_forcerange"] * v["force_limit_scale"]
         if m.nhistory:
-            m.actuator_delay[:] = v["action_delay"]
+            m.actuator_delay[:] = self.actuator_delay(v["action_delay"])
         # the cube: a box of edge cube_size and mass cube_mass
         half = v["cube_size"] / 2
         m.geom_size[ids.cube_geom] = half
@@ -353,14 +353,25 @@ class WorldModel:
             mujoco.mju_mulQuat(m.cam_quat[i], nom["cam_quat"][i], rotation)
         m.cam_fovy[:] = np.clip(nom["cam_fovy"] + v["camera_fovy_offset"], 1.0, 170.0)
 
+    def actuator_delay(self, delay: float) -> np.ndarray:
+        """MuJoCo's `actuator_delay` (nu,) for a command delay of `delay` s. With zero-order-hold buffers the delay
+        is rounded to whole physics steps and set half a step short, so the sample it reads is the one `delay`
+        before, whatever the rounding of `data.time` (a delay of exactly k steps reads k or k - 1 steps back
+        depending on the last bit of the time); interpolating buffers take it as it is."""
+        interp = self.model.actuator_history[:, 1]
+        steps = round(delay / self.timestep)
+        held = max(0.0, (steps - 0.5) * self.timestep)
+        return np.where(interp == 0, held, delay)
+
     def init_ctrl_history(self, data: mujoco.MjData) -> None:
         """Fill the actuators' ctrl history with the current `data.ctrl` (the commands "sent" before the
-        episode), so a delayed episode starts by holding its initial targets."""
+        episode), stamped up to `data.time`, so a delayed episode starts by holding its initial targets."""
         if not self.model.nhistory:
             return
         for i in range(self.model.nu):
             n = int(self.model.actuator_history[i, 0])
-            mujoco.mj_initCtrlHistory(self.model, data, i, None, np.full((n, 1), data.ctrl[i]))
+            times = data.time + self.timestep * (np.arange(n, dtype=np.float64) - (n - 1))  # ending now
+            mujoco.mj_initCtrlHistory(self.model, data, i, times[:, None], np.full((n, 1), data.ctrl[i]))
 
     def substeps(self, frame_skip: int, rng: np.random.Generator) -> tuple[int, int]:
         """(physics steps in this control period, steps from the observation to the period's end): the period
