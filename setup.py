@@ -28,6 +28,7 @@ setup(
         "teleop_node = robolearn.ros.teleop_node:main",
         "recorder_node = robolearn.ros.recorder_node:main",
         "camera_node = robolearn.ros.camera_node:main",
+        "marker_node = robolearn.ros.marker_node:main",
         "robolearn = robolearn.cli:main",
     ]},
 )

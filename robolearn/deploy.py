@@ -3,6 +3,8 @@ launch files use (for machines without ROS 2; with ROS 2, `ros2 launch robolearn
 
 Graphs (configs/ros/<file>.yaml, launch/<file>.launch.py):
     sim            robot_driver (simulated arm) + policy_node        deploy_sim
+    sim_marker     the same, the cube pose estimated by marker_node  deploy_sim_marker
+                   from the simulated marker camera (a state policy as on a real arm)
     robot          robot_driver (servo-bus arm) + policy_node        deploy_robot
     teleop_record  robot_driver + teleop_node + recorder_node        teleop_record
 The nodes talk over ROS 2 DDS (cyclonedds here). When the driver exits (e.g. after its simulated
@@ -30,6 +32,8 @@ from robolearn.tasks import load_task
 #: graph -> (parameter file stem, [(node name, executable)]); the first node leads: when it exits, the graph stops
 GRAPHS = {
     "sim": ("deploy_sim", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node")]),
+    "sim_marker": ("deploy_sim_marker", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node"),
+                                         ("marker_node", "marker_node")]),
     "robot": ("deploy_robot", [("robot_driver", "robot_driver_node"), ("policy_node", "policy_node"),
                                ("camera_node", "camera_node")]),
     "teleop_record": ("teleop_record", [("robot_driver", "robot_driver_node"), ("teleop_node", "teleop_node"),
@@ -94,7 +98,7 @@ def deploy(cfg: DictConfig) -> int:
     else:
         raise UserError(f"world={world.get('name')} applies to the simulated arm (graph sim or teleop_record with "
                         "robot=sim); a real arm is in the real world")
-    if graph in ("sim", "robot"):
+    if graph in ("sim", "sim_marker", "robot"):
         if not cfg.checkpoint:
             raise UserError("give the policy: robolearn deploy checkpoint=runs/.../checkpoints/best")
         if not Path(cfg.checkpoint).is_dir():

@@ -323,7 +323,7 @@ def launch_nodes(path):
     return declared, nodes, files
 
 
-@pytest.mark.parametrize("name", ["deploy_sim", "deploy_robot", "teleop_record"])
+@pytest.mark.parametrize("name", ["deploy_sim", "deploy_sim_marker", "deploy_robot", "teleop_record"])
 def test_launch_files_reference_existing_executables_parameters_and_files(name):
     import importlib
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import yaml
+from test_train_cli import run
 
 from robolearn.sim.sysid import ArmReplay, Recording
 from robolearn.sim.world import World
-from test_train_cli import run
 
 TRUTH = {"name": "truth", "tag": "_truth", "physics": {"mass_scale": 1.25, "damping_scale": 1.6},
          "latency": {"action_delay": 0.03}}

@@ -38,6 +38,7 @@ class MujocoRobot(Robot):
             offsets; `obs_delay`: joint and cube readings are that old, camera frames are current; the real
             clock supplies the control jitter). The values are in `world_values` after each reset.
         seed: for the cube pose, the world's values and the sensor noise.
+        cube_markers: put ArUco markers on the cube's faces (`robolearn.sim.markers`), for a marker camera.
         watchdog_timeout: see `SafetyFilter`.
         cameras: name of a camera in the model ("front", "top", "wrist") -> (height, width) px;
             rendered off-screen into `RobotObservation.images` on every read.
@@ -46,9 +47,10 @@ class MujocoRobot(Robot):
     joint_names = JOINT_NAMES
 
     def __init__(self, realtime: bool = True, control_hz: float = 20.0, world=None, seed: int = 0,
-                 watchdog_timeout: float = 0.25, cameras: dict[str, tuple[int, int]] | None = None):
+                 watchdog_timeout: float = 0.25, cameras: dict[str, tuple[int, int]] | None = None,
+                 cube_markers: bool = False):
         world = as_world(world)
-        self.model = load_model_for(world)
+        self.model = load_model_for(world, cube_markers=cube_markers)
         self.limits = SafetyLimits.from_joint_limits(joint_limits(self.model))
         super().__init__(watchdog_timeout=watchdog_timeout)
         self.world = None if world.is_nominal else WorldModel(world, self.model, 1.0 / control_hz)

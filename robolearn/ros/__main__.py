@@ -8,7 +8,7 @@ import sys
 #: executable name (as in the ROS 2 package's console_scripts) -> module with `main(argv)`
 NODES = {"robot_driver_node": "robolearn.ros.driver_node", "policy_node": "robolearn.ros.policy_node",
          "teleop_node": "robolearn.ros.teleop_node", "recorder_node": "robolearn.ros.recorder_node",
-         "camera_node": "robolearn.ros.camera_node"}
+         "camera_node": "robolearn.ros.camera_node", "marker_node": "robolearn.ros.marker_node"}
 
 
 def main(argv: list[str] | None = None) -> int:

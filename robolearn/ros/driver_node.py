@@ -28,7 +28,8 @@ the node exits after the last episode with the success rate printed. The first e
 when a command has arrived and `episode_subscribers` nodes listen to /robolearn/episode, so the
 episode clock does not run while the other nodes load. `sim_world` (a JSON world config, `robolearn.sim.world`;
 `robolearn deploy world=...` writes it) puts the simulated arm in another world: physics, latency, sensor
-noise and the look of its cameras, sampled per episode.
+noise and the look of its cameras, sampled per episode. `sim_cube_markers: true` puts ArUco markers on the
+simulated cube, for `marker_node` on the "marker" camera (graph sim_marker).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ PARAMETERS = {
     "robot": "sim", "port": "", "calibration": "", "control_hz": 20.0, "controller": "position_controller",
     "watchdog_timeout": 0.25, **TOPIC_DEFAULTS, "estop_topic": "/e_stop", "episode_topic": "/robolearn/episode",
     "status_topic": "/robolearn/driver_status", "episodes": 0, "episode_seconds": 10.0, "seed": 100000,
-    "reset_grace": 0.15, "episode_subscribers": 0, "sim_world": "",
+    "reset_grace": 0.15, "episode_subscribers": 0, "sim_world": "", "sim_cube_markers": False,
     "max_trajectory_offset": 5.0, "max_trajectory_seconds": 60.0,
     "cameras": "", "image_height": 96, "image_width": 96, "jpeg_quality": 90,
 }
@@ -104,6 +105,7 @@ class RobotDriverNode:
         self.period = 1.0 / self.rate_hz
         if robot is None:
             sim = {"world": json.loads(params["sim_world"]) if params["sim_world"] else None,
+                   "cube_markers": bool(params["sim_cube_markers"]),
                    "watchdog_timeout": params["watchdog_timeout"],
                    "cameras": dict.fromkeys(camera_names(params["cameras"]),
                                             (int(params["image_height"]), int(params["image_width"])))}

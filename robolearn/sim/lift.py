@@ -20,7 +20,7 @@ SPAWN_X = (0.14, 0.24)
 SPAWN_Y = (-0.10, 0.10)
 HOME_QPOS = np.array([0.0, 0.0, np.pi / 2, np.pi / 2, 0.0, 0.6])  # rad, gripper open
 #: The scene's cameras; the model disables shadows and multisampling, which makes CPU rendering ~20x faster.
-CAMERAS = ("front", "wrist", "top")
+CAMERAS = ("front", "wrist", "top", "marker")
 DEFAULT_CAMERAS = ("front", "wrist")
 
 
@@ -82,7 +82,8 @@ class LiftEnv(gym.Env):
     Args:
         render_mode: None or "rgb_array" (off-screen; works on a CPU with MUJOCO_GL=egl/osmesa).
         cameras: cameras rendered into the observation, from `CAMERAS` ("front": fixed third-person view of
-            the workspace, "wrist": on the gripper palm, looking between the jaws, "top": overhead).
+            the workspace, "wrist": on the gripper palm, looking between the jaws, "top": overhead, "marker": the
+            cube's markers from the front right, for `robolearn.ros.marker_node`).
         image_obs: shorthand for `cameras=DEFAULT_CAMERAS` (front and wrist) when `cameras` is not given.
         image_size: (height, width) of the observation images, px.
         render_size: (height, width) of `render()` frames, px.
@@ -91,6 +92,7 @@ class LiftEnv(gym.Env):
         max_episode_seconds: truncation time, s.
         init_noise: half-width of the uniform noise on the initial joint positions, rad.
         world: a `World` or a world config mapping (configs/world/<name>.yaml); None: the nominal world.
+        cube_markers: ArUco markers on the cube's faces (`robolearn.sim.markers`; seen by the "marker" camera).
 
     Raises:
         ValueError: a bad argument, or a world that does not fit the control period (`WorldModel`).
@@ -102,11 +104,11 @@ class LiftEnv(gym.Env):
                  image_obs: bool = False, image_size: tuple[int, int] = (96, 96),
                  render_size: tuple[int, int] = (240, 320), render_camera: str = "front",
                  control_hz: int = 20, max_episode_seconds: float = 10.0, init_noise: float = 0.02,
-                 world: World | Mapping | None = None):
+                 world: World | Mapping | None = None, cube_markers: bool = False):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         world = as_world(world)
-        self.model = load_model_for(world)
+        self.model = load_model_for(world, cube_markers=cube_markers)
         physics_hz = round(1.0 / self.model.opt.timestep)
         if control_hz <= 0 or physics_hz % control_hz:
             raise ValueError(f"control_hz must divide the physics rate {physics_hz} Hz, got {control_hz}")

@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 from mujoco import minimize
 
-from robolearn.sim.arm import ARM_JOINT_NAMES, JOINT_NAMES, model_path
+from robolearn.sim.arm import ARM_JOINT_NAMES, JOINT_NAMES, scene_spec
 from robolearn.sim.world import ACTION_DELAY_BUFFER, PARAMETERS, World, WorldModel
 
 #: the delay scan: a coarse grid (s), then every physics step within one coarse step of the best, each with
@@ -108,11 +108,8 @@ class ArmReplay:
         self.recordings, self.parameters = list(recordings), list(parameters)
         self.joint_idx = np.array([JOINT_NAMES.index(j) for j in joints])
         self.joints = list(joints)
-        spec = mujoco.MjSpec.from_file(model_path())
-        nsample = int(math.ceil(ACTION_DELAY_BUFFER / spec.option.timestep)) + 2
-        for actuator in spec.actuators:
-            actuator.nsample, actuator.interp = nsample, 1  # linear: a delay between physics steps is smooth
-        self.model = spec.compile()
+        # linear interpolation of the command history: a delay between physics steps is smooth
+        self.model = scene_spec(delay_buffer=ACTION_DELAY_BUFFER, interp=1).compile()
         physics_hz = round(1.0 / self.model.opt.timestep)
         if abs(physics_hz / control_hz - round(physics_hz / control_hz)) > 1e-9:
             raise ValueError(f"control_hz {control_hz} must divide the physics rate {physics_hz} Hz")

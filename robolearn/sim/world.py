@@ -228,18 +228,16 @@ def as_world(world: World | Mapping | None) -> World:
     return world if isinstance(world, World) else World(world)
 
 
-def load_model_for(world: World) -> mujoco.MjModel:
+def load_model_for(world: World, cube_markers: bool = False) -> mujoco.MjModel:
     """The Lift scene compiled for `world`: with a ctrl history buffer of `ACTION_DELAY_BUFFER` s on every
-    actuator when the world delays commands (the nominal model otherwise; the buffer costs ~6% of step time)."""
-    from robolearn.sim.arm import load_model, model_path
+    actuator when the world delays commands (the nominal model otherwise; the buffer costs ~6% of step time),
+    and with ArUco markers on the cube's faces if `cube_markers`."""
+    from robolearn.sim.arm import load_model, scene_spec
 
-    if not world.varies("action_delay"):
+    delay = ACTION_DELAY_BUFFER if world.varies("action_delay") else 0.0
+    if not delay and not cube_markers:
         return load_model()
-    spec = mujoco.MjSpec.from_file(model_path())
-    nsample = int(math.ceil(ACTION_DELAY_BUFFER / spec.option.timestep)) + 2
-    for actuator in spec.actuators:
-        actuator.nsample, actuator.interp = nsample, 0  # zero-order hold
-    return spec.compile()
+    return scene_spec(cube_markers=cube_markers, delay_buffer=delay).compile()
 
 
 def flat_values(values: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -289,7 +287,7 @@ class WorldModel:
         self.ids = ids
         if world.varies("camera_rot_offset"):
             _fix_tracking_cameras(model)
-        names = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "dof_armature", "actuator_gainprm",
+        names = ("geom_pos", "body_mass", "body_inertia", "geom_friction", "dof_damping", "dof_armature", "actuator_gainprm",
                  "actuator_biasprm", "actuator_forcerange", "geom_size", "geom_rbound", "geom_aabb", "light_pos",
                  "light_diffuse", "mat_rgba", "cam_pos", "cam_quat", "cam_fovy")
         self.nominal = {n: getattr(model, n).copy() for n in names}
@@ -334,6 +332,8 @@ class WorldModel:
         m.geom_size[ids.cube_geom] = half
         m.geom_rbound[ids.cube_geom] = half * math.sqrt(3)
         m.geom_aabb[ids.cube_geom] = (0, 0, 0, half, half, half)
+        m.geom_pos[ids.marker_geoms] = nom["geom_pos"][ids.marker_geoms] + ids.marker_normals * (
+            half - nom["geom_size"][ids.cube_geom, 0])  # printed markers keep their size; the faces move
         m.body_mass[ids.cube_body] = v["cube_mass"]
         m.body_inertia[ids.cube_body] = v["cube_mass"] * (2 * half) ** 2 / 6
         # the look
@@ -409,7 +409,14 @@ class _SceneIds:
         base = model.body("base").id
         self.arm_bodies = np.array([b for b in range(1, model.nbody) if b != self.cube_body and
                                     _is_descendant(model, b, base) and b != base])
-        self.scene_geoms = np.array([g for g in range(model.ngeom) if g != self.cube_geom])
+        self.marker_geoms = np.array([g for g in range(model.ngeom) if g != self.cube_geom and
+                                      model.geom_bodyid[g] == self.cube_body], dtype=int)
+        pos = model.geom_pos[self.marker_geoms].reshape(-1, 3)
+        self.marker_normals = np.zeros_like(pos)  # each marker layer's face: its largest offset from the centre
+        self.marker_normals[np.arange(len(pos)), np.abs(pos).argmax(axis=1)] = np.sign(
+            pos[np.arange(len(pos)), np.abs(pos).argmax(axis=1)])
+        self.scene_geoms = np.array([g for g in range(model.ngeom) if g != self.cube_geom and
+                                     g not in set(self.marker_geoms)])
         self.table_mat = model.material("table").id
         self.cube_mat = model.material("cube").id
 

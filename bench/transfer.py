@@ -1,0 +1,132 @@
+"""The sim-to-real transfer table: policies x worlds, and what randomization costs in env throughput.
+
+    python bench/transfer.py --policy nominal=runs/transfer_nominal/checkpoints/best \\
+        --policy randomized=runs/transfer_randomized/checkpoints/best \\
+        --policy dppo=runs/lift_diffusion_unet_ddpm20_randomized_finetune/checkpoints/latest \\
+        [--task lift] [--episodes 50] [--ros-episodes 50] [--out bench/results/transfer_lift.json]
+
+1. Env throughput: `robolearn/Lift-v0` stepped with the same smooth joint targets in the nominal, randomized and
+   real-proxy worlds, interleaved, 5 repeats; medians and the ratio to nominal (target: randomization costs
+   <= 10%).
+2. Each policy in each world of configs/world (nominal, randomized, real_proxy) with `robolearn eval`'s code on
+   the held-out test seeds (100000 + i), success with a 95% Wilson interval.
+3. Each policy in the real proxy through the ROS 2 graph (`robolearn deploy world=real_proxy`: the simulated arm
+   behind robot_driver_node, policy_node, DDS on loopback, the wall clock), --ros-episodes episodes
+   (0: skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+WORLDS = ("nominal", "randomized", "real_proxy")
+
+
+def world_config(name: str) -> dict:
+    from robolearn.paths import config_dir
+
+    return yaml.safe_load((config_dir() / "world" / f"{name}.yaml").read_text())
+
+
+def steps_per_second(world: dict | None, steps: int = 2000) -> float:
+    from robolearn.sim.lift import HOME_QPOS, LiftEnv
+
+    env = LiftEnv(world=world)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for t in range(steps):
+        _, _, term, trunc, _ = env.step(HOME_QPOS + 0.3 * np.sin(t / 10 + np.arange(6)))
+        if term or trunc or t % 200 == 199:  # resets (where worlds are sampled) count too
+            env.reset(seed=t)
+    return steps / (time.perf_counter() - t0)
+
+
+def throughput(repeats: int = 5) -> dict:
+    runs = {w: [] for w in WORLDS}
+    for _ in range(repeats):
+        for w in WORLDS:
+            runs[w].append(steps_per_second(None if w == "nominal" else world_config(w)))
+    med = {w: statistics.median(v) for w, v in runs.items()}
+    return {"steps_per_s": med, "runs": runs, "cost_vs_nominal": {w: 1 - med[w] / med["nominal"] for w in WORLDS}}
+
+
+def evaluate(checkpoint: str, task_name: str, world: str, episodes: int) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.paths import config_dir
+    from robolearn.policies.checkpoint import load_policy
+    from robolearn.sim.evaluation import evaluate_policy
+    from robolearn.tasks import load_task
+
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        cfg = compose("eval", [f"task={task_name}", f"world={world}"])
+    task = load_task(cfg.task, cfg.world)
+    policy = load_policy(checkpoint)
+    res = evaluate_policy(policy, task.env_id, range(100000, 100000 + episodes), task.env_kwargs, progress=False)
+    return {k: res[k] for k in ("success_rate", "ci95", "n_episodes", "mean_length", "seconds")}
+
+
+def ros_real_proxy(checkpoint: str, task_name: str, episodes: int, domain: int) -> dict:
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", f"task={task_name}",
+                           "world=real_proxy", f"episodes={episodes}", f"ros_domain_id={domain}",
+                           f"timeout={episodes * 15 + 60}"], capture_output=True, text=True, env=env)
+    out = proc.stdout + proc.stderr
+    match = re.search(r"success rate (\d+)/(\d+)", out)
+    if proc.returncode != 0 or not match:
+        raise RuntimeError(f"deploy failed:\n{out[-3000:]}")
+    from robolearn.sim.evaluation import wilson_interval
+
+    k, n = int(match.group(1)), int(match.group(2))
+    return {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "n_episodes": n,
+            "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", action="append", default=[], help="label=checkpoint folder (repeatable)")
+    parser.add_argument("--task", default="lift")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--ros-episodes", type=int, default=50)
+    parser.add_argument("--ros-domain", type=int, default=71)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out", default="bench/results/transfer_lift.json")
+    args = parser.parse_args()
+    results: dict = {"task": args.task, "episodes": args.episodes, "policies": {}}
+    if not args.skip_throughput:
+        results["throughput"] = throughput()
+        t = results["throughput"]
+        print("env steps/s (median of 5): " + ", ".join(
+            f"{w} {t['steps_per_s'][w]:.0f} ({t['cost_vs_nominal'][w]:+.1%} cost)" for w in WORLDS), flush=True)
+    for item in args.policy:
+        label, checkpoint = item.split("=", 1)
+        row = {"checkpoint": checkpoint}
+        for world in WORLDS:
+            row[world] = evaluate(checkpoint, args.task, world, args.episodes)
+            print(f"{label:12s} {world:11s} {row[world]['success_rate']:6.1%} "
+                  f"(95% CI {row[world]['ci95'][0]:.0%}-{row[world]['ci95'][1]:.0%})", flush=True)
+        if args.ros_episodes:
+            row["real_proxy_ros"] = ros_real_proxy(checkpoint, args.task, args.ros_episodes, args.ros_domain)
+            r = row["real_proxy_ros"]
+            print(f"{label:12s} real_proxy through ROS 2: {r['success_rate']:.1%} "
+                  f"(95% CI {r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}, {r['seconds']:.0f} s)", flush=True)
+        results["policies"][label] = row
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
