@@ -10,9 +10,10 @@
    <= 10%).
 2. Each policy in each world of configs/world (nominal, randomized, real_proxy) with `robolearn eval`'s code on
    the held-out test seeds (100000 + i), success with a 95% Wilson interval.
-3. Each policy in the real proxy through the ROS 2 graph (`robolearn deploy world=real_proxy`: the simulated arm
-   behind robot_driver_node, policy_node, DDS on loopback, the wall clock), --ros-episodes episodes
-   (0: skipped).
+3. Each policy in the real proxy through the ROS 2 graph (`robolearn deploy world=real_proxy graph=...`: the
+   simulated arm behind robot_driver_node, policy_node, DDS on loopback, the wall clock), --ros-episodes episodes
+   (0: skipped). --graph sim_marker (the default, for state policies): the cube pose comes from marker_node's
+   estimates on the simulated marker camera's frames, as on a real arm; --graph sim for camera policies.
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def evaluate(checkpoint: str, task_name: str, world: str, episodes: int) -> dict
     return {k: res[k] for k in ("success_rate", "ci95", "n_episodes", "mean_length", "seconds")}
 
 
-def ros_real_proxy(checkpoint: str, task_name: str, episodes: int, domain: int) -> dict:
+def ros_real_proxy(checkpoint: str, task_name: str, episodes: int, domain: int, graph: str) -> dict:
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", f"task={task_name}",
-                           "world=real_proxy", f"episodes={episodes}", f"ros_domain_id={domain}",
+                           f"graph={graph}", "world=real_proxy", f"episodes={episodes}", f"ros_domain_id={domain}",
                            f"timeout={episodes * 15 + 60}"], capture_output=True, text=True, env=env)
     out = proc.stdout + proc.stderr
     match = re.search(r"success rate (\d+)/(\d+)", out)
@@ -90,8 +91,13 @@ def ros_real_proxy(checkpoint: str, task_name: str, episodes: int, domain: int) 
     from robolearn.sim.evaluation import wilson_interval
 
     k, n = int(match.group(1)), int(match.group(2))
-    return {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "n_episodes": n,
-            "seconds": time.perf_counter() - t0}
+    inference = re.search(r"\[policy_node\].*?inference: median ([\d.]+) ms", out, re.S)
+    missed = re.search(r"\[robot_driver\] latency report.*?missed periods (\d+)", out, re.S)
+    markers = re.search(r"frames_without_markers (\d+), poses_published (\d+)", out)
+    return {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "n_episodes": n, "graph": graph,
+            "seconds": time.perf_counter() - t0, "inference_median_ms": float(inference.group(1)) if inference else None,
+            "driver_missed_periods": int(missed.group(1)) if missed else None,
+            "marker_frames_missed_published": [int(markers.group(1)), int(markers.group(2))] if markers else None}
 
 
 def main() -> None:
@@ -101,6 +107,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--ros-episodes", type=int, default=50)
     parser.add_argument("--ros-domain", type=int, default=71)
+    parser.add_argument("--graph", default="sim_marker", help="sim_marker (state policies) | sim (camera policies)")
+    parser.add_argument("--skip-sim", action="store_true", help="only the ROS 2 runs")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", default="bench/results/transfer_lift.json")
     args = parser.parse_args()
@@ -113,12 +121,13 @@ def main() -> None:
     for item in args.policy:
         label, checkpoint = item.split("=", 1)
         row = {"checkpoint": checkpoint}
-        for world in WORLDS:
+        for world in () if args.skip_sim else WORLDS:
             row[world] = evaluate(checkpoint, args.task, world, args.episodes)
             print(f"{label:12s} {world:11s} {row[world]['success_rate']:6.1%} "
                   f"(95% CI {row[world]['ci95'][0]:.0%}-{row[world]['ci95'][1]:.0%})", flush=True)
         if args.ros_episodes:
-            row["real_proxy_ros"] = ros_real_proxy(checkpoint, args.task, args.ros_episodes, args.ros_domain)
+            row["real_proxy_ros"] = ros_real_proxy(checkpoint, args.task, args.ros_episodes, args.ros_domain,
+                                                   args.graph)
             r = row["real_proxy_ros"]
             print(f"{label:12s} real_proxy through ROS 2: {r['success_rate']:.1%} "
                   f"(95% CI {r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}, {r['seconds']:.0f} s)", flush=True)
