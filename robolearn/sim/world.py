@@ -91,14 +91,17 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in [
               minimum=-1.0, maximum=1.0),
     Parameter("cube_rgb_offset", "visual", "1", 0.0, "added to the cube's colour (r, g, b in [0, 1])", size=3,
               minimum=-1.0, maximum=1.0),
-    Parameter("camera_pos_offset", "visual", "m", 0.0, "shift of every camera in its parent frame (x, y, z)",
-              size=3),
-    Parameter("camera_rot_offset", "visual", "rad", 0.0, "rotation vector applied to every camera's "
+    Parameter("camera_pos_offset", "visual", "m", 0.0, "shift of every policy camera in its parent frame "
+              "(x, y, z; not the calibrated marker camera)", size=3),
+    Parameter("camera_rot_offset", "visual", "rad", 0.0, "rotation vector applied to every policy camera's "
               "orientation, camera frame", size=3, minimum=-0.5, maximum=0.5),
-    Parameter("camera_fovy_offset", "visual", "deg", 0.0, "added to every camera's vertical field of view",
+    Parameter("camera_fovy_offset", "visual", "deg", 0.0, "added to every policy camera's vertical field of view",
               minimum=-30.0, maximum=30.0),
 ]}
 GROUPS = ("physics", "object", "latency", "sensors", "visual")
+#: cameras the camera_* parameters leave alone: the marker camera is extrinsically calibrated
+#: (`robolearn.ros.marker_node`), so the shift a world gives the policies' cameras does not apply to it
+UNJITTERED_CAMERAS = ("marker",)
 
 
 @dataclass(frozen=True)
@@ -346,12 +349,16 @@ class WorldModel:
                                                0, 1)
         m.mat_rgba[ids.cube_mat, :3] = np.clip(nom["mat_rgba"][ids.cube_mat, :3] + self.values["cube_rgb_offset"],
                                               0, 1)
-        m.cam_pos[:] = nom["cam_pos"] + self.values["camera_pos_offset"]
+        cams = ids.jittered_cameras
+        m.cam_pos[:] = nom["cam_pos"]
+        m.cam_pos[cams] += self.values["camera_pos_offset"]
         rotation = np.zeros(4)
         mujoco.mju_axisAngle2Quat(rotation, *_axis_angle(self.values["camera_rot_offset"]))
-        for i in range(m.ncam):
+        m.cam_quat[:] = nom["cam_quat"]
+        for i in cams:
             mujoco.mju_mulQuat(m.cam_quat[i], nom["cam_quat"][i], rotation)
-        m.cam_fovy[:] = np.clip(nom["cam_fovy"] + v["camera_fovy_offset"], 1.0, 170.0)
+        m.cam_fovy[:] = nom["cam_fovy"]
+        m.cam_fovy[cams] = np.clip(nom["cam_fovy"][cams] + v["camera_fovy_offset"], 1.0, 170.0)
 
     def actuator_delay(self, delay: float) -> np.ndarray:
         """MuJoCo's `actuator_delay` (nu,) for a command delay of `delay` s. With zero-order-hold buffers the delay
@@ -418,6 +425,9 @@ class _SceneIds:
         self.scene_geoms = np.array([g for g in range(model.ngeom) if g != self.cube_geom and
                                      g not in set(self.marker_geoms)])
         self.table_mat = model.material("table").id
+        # the policies' cameras; the marker camera is a calibrated sensor (its calibration would absorb a shift)
+        self.jittered_cameras = np.array([c for c in range(model.ncam) if model.camera(c).name not in
+                                          UNJITTERED_CAMERAS], dtype=int)
         self.cube_mat = model.material("cube").id
 
 
