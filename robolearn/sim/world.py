@@ -295,7 +295,7 @@ class WorldModel:
                  "light_diffuse", "mat_rgba", "cam_pos", "cam_quat", "cam_fovy")
         self.nominal = {n: getattr(model, n).copy() for n in names}
         self.nominal_headlight = (model.vis.headlight.diffuse.copy(), model.vis.headlight.ambient.copy())
-        self.values = {k: np.full(p.size, p.nominal) for k, p in PARAMETERS.items()}
+        self.apply({k: np.full(p.size, p.nominal) for k, p in PARAMETERS.items()})
 
     @property
     def cube_half_size(self) -> float:
@@ -313,6 +313,11 @@ class WorldModel:
         m, nom, ids = self.model, self.nominal, self.ids
         v = {k: float(np.asarray(x).reshape(-1)[0]) for k, x in values.items() if PARAMETERS[k].size == 1}
         self.values = {k: np.asarray(x, dtype=np.float64).reshape(-1).copy() for k, x in values.items()}
+        offset = self.values["joint_offset"]
+        self._per_step = {  # what every step reads, as plain numbers (the step is ~0.4 ms: keep its overhead small)
+            "jitter_steps": round(v["control_jitter"] / self.timestep), "obs_steps": round(v["obs_delay"] / self.timestep),
+            "joint_noise": v["joint_noise"], "joint_offset": offset if np.any(offset) else None,
+            "cube_pos_noise": v["cube_pos_noise"], "cube_rot_noise": v["cube_rot_noise"]}
         # physics
         m.body_mass[:] = nom["body_mass"]
         m.body_inertia[:] = nom["body_inertia"]
@@ -383,20 +388,20 @@ class WorldModel:
     def substeps(self, frame_skip: int, rng: np.random.Generator) -> tuple[int, int]:
         """(physics steps in this control period, steps from the observation to the period's end): the period
         jittered by +-`control_jitter`, the observation `obs_delay` old (both rounded to physics steps)."""
-        jitter = round(float(self.values["control_jitter"][0]) / self.timestep)
+        jitter = self._per_step["jitter_steps"]
         n = frame_skip + (int(rng.integers(-jitter, jitter + 1)) if jitter else 0)
-        return n, min(round(float(self.values["obs_delay"][0]) / self.timestep), n - 1)
+        return n, min(self._per_step["obs_steps"], n - 1)
 
     def measure_joints(self, joint_pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Encoder readings of true joint positions (6,) rad: plus the episode's offsets and per-step noise."""
-        noise = float(self.values["joint_noise"][0])
-        q = joint_pos + self.values["joint_offset"]
+        noise, offset = self._per_step["joint_noise"], self._per_step["joint_offset"]
+        q = joint_pos if offset is None else joint_pos + offset
         return q + rng.normal(0.0, noise, q.shape) if noise else q
 
     def measure_cube(self, pos: np.ndarray, quat: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
                                                                                                np.ndarray]:
         """A noisy reading of the cube pose (position (3,) m, quaternion (4,) w-x-y-z)."""
-        pos_noise, rot_noise = float(self.values["cube_pos_noise"][0]), float(self.values["cube_rot_noise"][0])
+        pos_noise, rot_noise = self._per_step["cube_pos_noise"], self._per_step["cube_rot_noise"]
         if pos_noise:
             pos = pos + rng.normal(0.0, pos_noise, 3)
         if rot_noise:
