@@ -403,15 +403,21 @@ def test_teleop_record_graph_records_episodes(tmp_path):
         assert np.all(np.diff(stamps) >= 0) and np.isfinite(stamps).all()  # with their capture times
 
 
-def test_simulated_deployment_graph_runs_an_image_policy_on_camera_topics_in_the_real_proxy(tmp_path):
-    checkpoint = tiny_lift_checkpoint(tmp_path / "image_ckpt", features=IMAGE_FEATURES)
+def deploy_one_short_episode(tmp_path, checkpoint, *args) -> str:
+    """`robolearn deploy` of `checkpoint` for one 3 s episode of the real proxy; its output (asserting exit 0)."""
     env = ros_env()
-    proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", "task=lift_image",
+    proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", *args,
                            "world=real_proxy", "episodes=1", "+params.robot_driver.episode_seconds=3.0",
                            f"ros_domain_id={env['ROS_DOMAIN_ID']}", "timeout=120"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def test_simulated_deployment_graph_runs_an_image_policy_on_camera_topics_in_the_real_proxy(tmp_path):
+    checkpoint = tiny_lift_checkpoint(tmp_path / "image_ckpt", features=IMAGE_FEATURES)
+    out = deploy_one_short_episode(tmp_path, checkpoint, "task=lift_image")
     commands = int(re.search(r"\[policy_node\] latency report: (\d+) commands", out).group(1))
     assert commands >= 40, out[-3000:]  # 3 s at 20 Hz: the policy acted on the camera frames throughout
     assert "simulated arm in world real_proxy" in out
@@ -429,14 +435,7 @@ def test_marker_graph_feeds_a_state_policy_estimated_cube_poses(tmp_path):
         for node in (executables if section == "/**" else [section]):
             params = importlib.import_module(NODES[executables[node]]).PARAMETERS
             assert set(values["ros__parameters"]) <= set(params), (section, node)
-    checkpoint = tiny_lift_checkpoint(tmp_path / "policy")
-    env = ros_env()
-    proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", "graph=sim_marker", f"checkpoint={checkpoint}",
-                           "world=real_proxy", "episodes=1", "+params.robot_driver.episode_seconds=3.0",
-                           f"ros_domain_id={env['ROS_DOMAIN_ID']}", "timeout=120"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = deploy_one_short_episode(tmp_path, tiny_lift_checkpoint(tmp_path / "policy"), "graph=sim_marker")
     published = int(re.search(r"poses_published (\d+)", out).group(1))
     assert published >= 20, out[-3000:]  # 3 s of frames at 20 Hz, most with the cube found
     commands = int(re.search(r"\[policy_node\] latency report: (\d+) commands", out).group(1))

@@ -54,22 +54,6 @@ def load_model() -> mujoco.MjModel:
     return mujoco.MjModel.from_xml_path(model_path())
 
 
-def scene_spec(cube_markers: bool = False, delay_buffer: float = 0.0, interp: int = 0) -> mujoco.MjSpec:
-    """The Lift scene as an editable `MjSpec`, optionally with ArUco markers on the cube's faces
-    (`robolearn.sim.markers`) and a ctrl history buffer of `delay_buffer` s on every actuator (for MuJoCo's
-    actuator delay; `interp` 0: zero-order hold, 1: linear between physics steps)."""
-    spec = mujoco.MjSpec.from_file(model_path())
-    if cube_markers:
-        from robolearn.sim.markers import add_cube_markers
-
-        add_cube_markers(spec)
-    if delay_buffer > 0:
-        nsample = int(np.ceil(delay_buffer / spec.option.timestep)) + 2
-        for actuator in spec.actuators:
-            actuator.nsample, actuator.interp = nsample, interp
-    return spec
-
-
 def joint_limits(model: mujoco.MjModel | None = None) -> JointLimits:
     """Read the actuated joints' limits from the MJCF model (the one source of truth)."""
     model = load_model() if model is None else model

@@ -17,7 +17,7 @@ from robolearn.hardware.markers import (
     cube_marker_map,
     marker_bits,
 )
-from robolearn.sim.lift import CUBE_HALF_SIZE
+from robolearn.sim.arm import model_path
 
 #: the black square's side, m (3 mm of the 3 cm face left on each side: the quiet zone and red)
 MARKER_LENGTH = 0.024
@@ -29,9 +29,10 @@ GEOM_PREFIX = "cube_marker_"
 def add_cube_markers(spec: mujoco.MjSpec, marker_length: float = MARKER_LENGTH) -> None:
     """Add the five face markers to the `cube` body of the Lift scene's spec (geoms named `cube_marker_*`)."""
     cube = spec.body("cube")
+    half_size = float(spec.geom("cube_geom").size[0])
     cell = marker_length / MARKER_CELLS
     white, black = [0.95, 0.95, 0.95, 1.0], [0.02, 0.02, 0.02, 1.0]
-    for marker_id, pose in cube_marker_map(CUBE_HALF_SIZE).items():
+    for marker_id, pose in cube_marker_map(half_size).items():
         x_axis, y_axis, normal, centre = pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3]
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, pose[:3, :3].reshape(-1))
@@ -58,9 +59,7 @@ def sim_camera_calibration(camera: str, height: int, width: int) -> CameraCalibr
     Raises:
         ValueError: an unknown camera.
     """
-    from robolearn.sim.arm import load_model
-
-    model = load_model()
+    model = mujoco.MjModel.from_xml_path(model_path())
     try:
         cam = model.camera(camera).id
     except KeyError:

@@ -25,8 +25,14 @@ import mujoco
 import numpy as np
 from mujoco import minimize
 
-from robolearn.sim.arm import ARM_JOINT_NAMES, JOINT_NAMES, scene_spec
-from robolearn.sim.world import ACTION_DELAY_BUFFER, PARAMETERS, World, WorldModel
+from robolearn.sim.arm import ARM_JOINT_NAMES, JOINT_NAMES
+from robolearn.sim.world import (
+    ACTION_DELAY_BUFFER,
+    PARAMETERS,
+    World,
+    WorldModel,
+    scene_spec,
+)
 
 #: the delay scan: a coarse grid (s), then every physics step within one coarse step of the best, each with
 #: `SCAN_ITERATIONS` of fitting the other parameters on the first `SCAN_EPISODES` episodes

@@ -231,11 +231,28 @@ def as_world(world: World | Mapping | None) -> World:
     return world if isinstance(world, World) else World(world)
 
 
+def scene_spec(cube_markers: bool = False, delay_buffer: float = 0.0, interp: int = 0) -> mujoco.MjSpec:
+    """The Lift scene as an editable `MjSpec`, optionally with ArUco markers on the cube's faces
+    (`robolearn.sim.markers`) and a ctrl history buffer of `delay_buffer` s on every actuator (for MuJoCo's
+    actuator delay; `interp` 0: zero-order hold, 1: linear between physics steps)."""
+    from robolearn.sim.arm import model_path
+    from robolearn.sim.markers import add_cube_markers
+
+    spec = mujoco.MjSpec.from_file(model_path())
+    if cube_markers:
+        add_cube_markers(spec)
+    if delay_buffer > 0:
+        nsample = int(math.ceil(delay_buffer / spec.option.timestep)) + 2
+        for actuator in spec.actuators:
+            actuator.nsample, actuator.interp = nsample, interp
+    return spec
+
+
 def load_model_for(world: World, cube_markers: bool = False) -> mujoco.MjModel:
     """The Lift scene compiled for `world`: with a ctrl history buffer of `ACTION_DELAY_BUFFER` s on every
     actuator when the world delays commands (the nominal model otherwise; the buffer costs ~6% of step time),
     and with ArUco markers on the cube's faces if `cube_markers`."""
-    from robolearn.sim.arm import load_model, scene_spec
+    from robolearn.sim.arm import load_model
 
     delay = ACTION_DELAY_BUFFER if world.varies("action_delay") else 0.0
     if not delay and not cube_markers:
