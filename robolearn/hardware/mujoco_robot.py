@@ -136,8 +136,7 @@ class MujocoRobot(Robot):
         q, cube_pos, cube_quat = qpos[self._qpos].copy(), qpos[self._cube:self._cube + 3].copy(), \
             qpos[self._cube + 3:self._cube + 7].copy()
         if self.world is not None:
-            q = self.world.measure_joints(q, self.rng)
-            cube_pos, cube_quat = self.world.measure_cube(cube_pos, cube_quat, self.rng)
+            q, cube_pos, cube_quat = self.world.measure(q, cube_pos, cube_quat, self.rng)
         return RobotObservation(
             timestamp=float(self.data.time), joint_pos=q, joint_vel=self.data.qvel[self._qvel].copy(),
             extras={"gripper_opening": np.array([gripper_opening(self.model, self.data)]),

@@ -231,8 +231,7 @@ class LiftEnv(gym.Env):
         cube_pos, cube_quat = self.data.qpos[self._cube_adr:self._cube_adr + 3], self.data.qpos[
             self._cube_adr + 3:self._cube_adr + 7]
         if self.world is not None:
-            joint_pos = self.world.measure_joints(joint_pos, self._world_rng)
-            cube_pos, cube_quat = self.world.measure_cube(cube_pos, cube_quat, self._world_rng)
+            joint_pos, cube_pos, cube_quat = self.world.measure(joint_pos, cube_pos, cube_quat, self._world_rng)
         obs = {
             "joint_pos": joint_pos.astype(np.float32),
             "gripper_opening": np.array([opening], dtype=np.float32),

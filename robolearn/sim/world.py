@@ -334,7 +334,8 @@ class WorldModel:
         self._per_step = {  # what every step reads, as plain numbers (the step is ~0.4 ms: keep its overhead small)
             "jitter_steps": round(v["control_jitter"] / self.timestep), "obs_steps": round(v["obs_delay"] / self.timestep),
             "joint_noise": v["joint_noise"], "joint_offset": offset if np.any(offset) else None,
-            "cube_pos_noise": v["cube_pos_noise"], "cube_rot_noise": v["cube_rot_noise"]}
+            "cube_pos_noise": v["cube_pos_noise"], "cube_rot_noise": v["cube_rot_noise"],
+            "any_noise": bool(v["joint_noise"] or v["cube_pos_noise"] or v["cube_rot_noise"])}
         # physics
         m.body_mass[:] = nom["body_mass"]
         m.body_inertia[:] = nom["body_inertia"]
@@ -409,24 +410,30 @@ class WorldModel:
         n = frame_skip + (int(rng.integers(-jitter, jitter + 1)) if jitter else 0)
         return n, min(self._per_step["obs_steps"], n - 1)
 
-    def measure_joints(self, joint_pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Encoder readings of true joint positions (6,) rad: plus the episode's offsets and per-step noise."""
-        noise, offset = self._per_step["joint_noise"], self._per_step["joint_offset"]
+    def measure(self, joint_pos: np.ndarray, cube_pos: np.ndarray, cube_quat: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sensors' readings of the true joint positions (6,) rad, cube position (3,) m and orientation (4,)
+        w-x-y-z: the encoders add the episode's offsets and Gaussian noise, the cube pose gets Gaussian position
+        noise and a rotation by a Gaussian rotation vector (one draw of 12 normals per step when any noise is on)."""
+        ps = self._per_step
+        offset = ps["joint_offset"]
         q = joint_pos if offset is None else joint_pos + offset
-        return q + rng.normal(0.0, noise, q.shape) if noise else q
+        if not ps["any_noise"]:
+            return q, cube_pos, cube_quat
+        z = rng.standard_normal(12)
+        q = q + ps["joint_noise"] * z[:6]
+        cube_pos = cube_pos + ps["cube_pos_noise"] * z[6:9]
+        if ps["cube_rot_noise"]:
+            r = ps["cube_rot_noise"] * z[9:]
+            angle = math.sqrt(r @ r)
+            turn, out = np.empty(4), np.empty(4)
+            mujoco.mju_axisAngle2Quat(turn, r / angle if angle > 0 else _Z_AXIS, angle)
+            mujoco.mju_mulQuat(out, turn, np.asarray(cube_quat, dtype=np.float64))
+            cube_quat = out if out[0] >= 0 else -out
+        return q, cube_pos, cube_quat
 
-    def measure_cube(self, pos: np.ndarray, quat: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                                               np.ndarray]:
-        """A noisy reading of the cube pose (position (3,) m, quaternion (4,) w-x-y-z)."""
-        pos_noise, rot_noise = self._per_step["cube_pos_noise"], self._per_step["cube_rot_noise"]
-        if pos_noise:
-            pos = pos + rng.normal(0.0, pos_noise, 3)
-        if rot_noise:
-            turn, out = np.zeros(4), np.zeros(4)
-            mujoco.mju_axisAngle2Quat(turn, *_axis_angle(rng.normal(0.0, rot_noise, 3)))
-            mujoco.mju_mulQuat(out, turn, np.asarray(quat, dtype=np.float64))
-            quat = out if out[0] >= 0 else -out
-        return pos, quat
+
+_Z_AXIS = np.array([0.0, 0.0, 1.0])
 
 
 class _SceneIds:
