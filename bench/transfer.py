@@ -84,11 +84,16 @@ def evaluate(checkpoint: str, task_name: str, world: str, episodes: int) -> dict
 
 
 def ros_real_proxy(checkpoint: str, task_name: str, episodes: int, domain: int, graph: str) -> dict:
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    from robolearn.deploy import ros_params_dir
+
+    # loopback only: LOCALHOST discovery, a private domain, Fast DDS pinned to 127.0.0.1 by the shipped profile
+    env = {**os.environ, "ROBOLEARN_TRANSPORT": "dds", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_LOCALHOST_ONLY": "1", "FASTDDS_DEFAULT_PROFILES_FILE": str(ros_params_dir() / "fastdds_loopback.xml")}
     t0 = time.perf_counter()
+    limit = episodes * 15 + 60  # s: the graph stops itself then; the process is killed 60 s later at the latest
     proc = subprocess.run([sys.executable, "-m", "robolearn", "deploy", f"checkpoint={checkpoint}", f"task={task_name}",
                            f"graph={graph}", "world=real_proxy", f"episodes={episodes}", f"ros_domain_id={domain}",
-                           f"timeout={episodes * 15 + 60}"], capture_output=True, text=True, env=env)
+                           f"timeout={limit}"], capture_output=True, text=True, env=env, timeout=limit + 60)
     out = proc.stdout + proc.stderr
     match = re.search(r"success rate (\d+)/(\d+)", out)
     if proc.returncode != 0 or not match:

@@ -15,6 +15,9 @@ from robolearn.datasets.replay_buffer import ReplayBuffer
 from robolearn.errors import UserError
 from robolearn.sim.sysid import Recording, identify
 
+#: the first words of every world config `robolearn sysid` writes (overwrite=true replaces only such a file)
+HEADER = "# Fitted by `robolearn sysid`"
+
 
 def load_recordings(path: str | Path, episodes: int | None = None) -> tuple[list[Recording], float | None]:
     """The episodes of a `robolearn record` dataset as `Recording`s, and its `rate_hz` attribute (None if absent).
@@ -64,6 +67,9 @@ def sysid(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     if output.exists() and not cfg.overwrite:
         raise UserError(f"{output} exists; pass overwrite=true or another name=/output=")
+    if output.exists() and not (output.is_file() and output.read_text(errors="replace").startswith(HEADER)):
+        raise UserError(f"{output} was not written by robolearn sysid; overwrite=true replaces only a fitted world "
+                        "(nothing was changed)")
     if not Path(cfg.dataset).exists():
         raise UserError(f"dataset not found: {cfg.dataset}")
     recordings, rate = load_recordings(cfg.dataset, cfg.episodes)
@@ -84,7 +90,7 @@ def sysid(cfg: DictConfig) -> Path:
     finally:
         bar.close()
     world = result.world_config(str(cfg.name))
-    header = (f"# Fitted by `robolearn sysid` to {len(recordings)} episodes of {cfg.dataset}: joint tracking RMS "
+    header = (f"{HEADER} to {len(recordings)} episodes of {cfg.dataset}: joint tracking RMS "
               f"{result.residual_before:.2e} rad (nominal) -> {result.residual_after:.2e} rad (fitted)\n")
     write_atomic(output, header + yaml.safe_dump(world, sort_keys=False))
     report = {"dataset": str(cfg.dataset), "episodes": len(recordings), "rate_hz": rate_hz, "values": result.values,

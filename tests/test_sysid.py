@@ -32,6 +32,11 @@ def test_sysid_recovers_mass_damping_and_delay_from_a_recording(tmp_path):
     # the fitted world loads in the apps (world=fitted), and an existing output is not overwritten
     again = run("sysid", f"dataset={tmp_path}/rec.zarr", "name=fitted", cwd=tmp_path, check=False)
     assert again.returncode == 2 and "exists; pass overwrite=true" in again.stderr
+    # overwrite=true replaces a fitted world, never a file robolearn did not write
+    other = tmp_path / "configs" / "world" / "truth.yaml"
+    refused = run("sysid", f"dataset={tmp_path}/rec.zarr", "name=truth", "overwrite=true", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "was not written by robolearn sysid" in refused.stderr
+    assert yaml.safe_load(other.read_text()) == TRUTH
 
 
 def test_sysid_refuses_bad_recordings():
