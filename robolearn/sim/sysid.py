@@ -18,6 +18,7 @@ there; otherwise it is moved out of the arm's reach. The jaw joint is left out o
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -192,8 +193,6 @@ def identify(recordings: Sequence[Recording], control_hz: float, parameters: Seq
     Raises:
         ValueError: as `ArmReplay`.
     """
-    import time
-
     t0 = time.perf_counter()
     replay = ArmReplay(recordings, control_hz, parameters, joints)
     nominal = replay.to_x({p: PARAMETERS[p].nominal for p in parameters})

@@ -303,8 +303,7 @@ class WorldModel:
                 world.upper("action_delay"):
             raise ValueError(f"world {world.name}: latency.action_delay needs a model with a ctrl history "
                              "buffer (load_model_for)")
-        ids = _SceneIds(model)
-        self.ids = ids
+        self.ids = _SceneIds(model)
         if world.varies("camera_rot_offset"):
             _fix_tracking_cameras(model)
         names = ("geom_pos", "body_mass", "body_inertia", "geom_friction", "dof_damping", "dof_armature", "actuator_gainprm",
