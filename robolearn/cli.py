@@ -7,6 +7,8 @@
     robolearn collect [key=value ...]           run the scripted expert, write a zarr dataset
     robolearn dataset info PATH [key=value ...] describe a replay buffer
     robolearn dataset verify PATH               check every chunk and checksum of a replay buffer
+    robolearn dataset import format=F source=PATH [...]   LeRobot / robomimic / ROS 2 bag -> zarr
+    robolearn dataset export format=F source=PATH output=PATH   zarr -> LeRobot v3.0 / ROS 2 bag
 
 Hydra overrides follow the subcommand, e.g. `robolearn collect n_episodes=50 seed=1`;
 `robolearn <subcommand> --help` shows the config, `--cfg job` prints it.
@@ -45,6 +47,10 @@ commands:
   sysid dataset=PATH    fit the arm's world parameters (masses, damping, armature, gains, delay) to recordings
   dataset info PATH     print episodes, steps, keys (shape, dtype) and per-key statistics
   dataset verify PATH   check every chunk and recorded checksum (exit 2 if the dataset is damaged)
+  dataset import format=lerobot|robomimic|rosbag source=PATH [output=PATH]
+                        a dataset from LeRobot (v3.0, v2.x), robomimic HDF5 or a ROS 2 bag -> robolearn zarr
+  dataset export format=lerobot|rosbag source=PATH output=PATH
+                        a robolearn dataset -> a LeRobot v3.0 folder (parquet + mp4) or a ROS 2 bag (mcap)
 
 Examples:
   robolearn train                        # the main job: dataset, training, evaluation, video
@@ -57,6 +63,9 @@ Examples:
   robolearn eval checkpoint=runs/.../checkpoints/best value=runs/lift_value_cal_ql/checkpoints/latest rerank.k=16
   robolearn train world=randomized       # domain randomization (configs/world); eval world=real_proxy
   robolearn sysid dataset=data/recorded.zarr name=my_arm   # then: robolearn eval world=my_arm ...
+  robolearn dataset import format=lerobot source=~/so101_pick output=data/so101_pick.zarr image_size=[96,96]
+  robolearn train task=imported dataset=data/so101_pick.zarr   # train on it (features read from the dataset)
+  robolearn dataset export format=lerobot source=data/lift_expert.zarr output=exports/lift_expert
 """
 
 
@@ -113,6 +122,7 @@ def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obje
 def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
     from robolearn.calibrate import calibrate
     from robolearn.collect import collect
+    from robolearn.convert import dataset_export, dataset_import
     from robolearn.datasets.info import dataset_info, dataset_verify
     from robolearn.deploy import deploy
     from robolearn.evaluate import run_eval
@@ -125,6 +135,7 @@ def _commands() -> dict[str, tuple[str, Callable[[DictConfig], object]]]:
 
     return {"collect": ("collect", collect), "dataset info": ("dataset_info", dataset_info),
             "dataset verify": ("dataset_info", dataset_verify),
+            "dataset import": ("dataset_import", dataset_import), "dataset export": ("dataset_export", dataset_export),
             "train": ("train", train), "eval": ("eval", run_eval), "finetune": ("finetune", finetune),
             "record": ("record", record), "replay": ("replay", replay), "calibrate": ("calibrate", calibrate),
             "train-value": ("train_value", train_value),
@@ -140,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     rest = argv[1:]
     if name == "dataset":
-        if not rest or rest[0] not in ("info", "verify"):
-            print("usage: robolearn dataset info|verify PATH [overrides]", file=sys.stderr)
+        if not rest or rest[0] not in ("info", "verify", "import", "export"):
+            print("usage: robolearn dataset info|verify PATH [overrides]\n"
+                  "       robolearn dataset import|export format=... source=PATH [output=PATH]", file=sys.stderr)
             return 2
         name, rest = f"dataset {rest[0]}", rest[1:]
         # `robolearn dataset info PATH` is shorthand for the override `path=PATH`.
-        if rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        if name in ("dataset info", "dataset verify") and rest and "=" not in rest[0] and not rest[0].startswith("-"):
             rest = [f"path={_quote_override(rest[0])}", *rest[1:]]
     if name not in commands:
         print(f"robolearn: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)

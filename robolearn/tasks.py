@@ -9,7 +9,8 @@ A task yaml holds::
     expert: {_target_: module.Class, ...}   # the scripted expert (reset(obs, rng), act(obs)); optional
     keep_failed: true                 # collection keeps episodes the expert failed (false: successes only)
     metric: success_rate              # what selects checkpoints: success_rate | mean_score
-    obs_features: {key: {shape: [...], type: low_dim | rgb}}
+    obs_features: {key: {shape: [...], type: low_dim | rgb}}   # or from_dataset: every observation key of the
+                                      # dataset (`Task.with_dataset_features`), e.g. an imported one
     action_key: action
     dataset: ${data_dir}/pusht_expert.zarr
     ros: {...}                        # the driver's ROS 2 topic map for this task's scene (optional)
@@ -35,6 +36,9 @@ from robolearn.policies.features import ObsFeature, check_features, parse_featur
 TASK_KEYS = {"name", "env_id", "env_kwargs", "env_registration", "expert", "keep_failed", "metric", "obs_features",
              "action_key", "dataset", "ros", "training"}
 METRICS = ("success_rate", "mean_score")
+#: `obs_features: from_dataset` takes every dataset key except the action and these bookkeeping keys (and *_stamp)
+NOT_OBSERVATIONS = {"timestamp", "done", "reward", "success", "sim_state", "world", "task_index"}
+FROM_DATASET = "from_dataset"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Task:
     ros: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     world: str = "nominal"
+    features_from_dataset: bool = False
 
     def with_world(self, world: Mapping | None) -> Task:
         """This task in `world` (a world config mapping): its env kwargs gain `world` unless the world is
@@ -70,6 +75,30 @@ class Task:
         if self.env_id is None or "world" not in _env_parameters(self.env_id):
             raise ValueError(f"task {self.name}: its env {self.env_id} has no world parameters; use world=nominal")
         return replace(self, world=parsed.name, env_kwargs={**self.env_kwargs, "world": dict(world)})
+
+    def with_dataset_features(self, path) -> Task:
+        """This task with its observation features read from the dataset at `path` when its config says
+        `obs_features: from_dataset` (every key but the action, `NOT_OBSERVATIONS` and `*_stamp`; uint8
+        (H, W, C) keys are rgb, the rest low_dim); otherwise the task itself.
+
+        Raises:
+            ValueError: the dataset has no `action_key` or no observation key.
+        """
+        if not self.features_from_dataset:
+            return self
+        from robolearn.datasets.replay_buffer import ReplayBuffer
+
+        with ReplayBuffer.open(path) as buffer:
+            arrays = {k: buffer.array(k) for k in buffer.keys}
+        if self.action_key not in arrays:
+            raise ValueError(f"{path} has no `{self.action_key}` key (keys: {sorted(arrays)}); set task.action_key")
+        spec = {k: {"shape": list(a.shape[1:]) or [1],
+                    "type": "rgb" if a.dtype == np.uint8 and len(a.shape) == 4 else "low_dim"}
+                for k, a in arrays.items()
+                if k != self.action_key and k not in NOT_OBSERVATIONS and not k.endswith("_stamp")}
+        if not spec:
+            raise ValueError(f"{path} has no observation keys besides {sorted(arrays)}")
+        return replace(self, obs_features=parse_features(spec), features_from_dataset=False)
 
     @property
     def obs_keys(self) -> list[str]:
@@ -156,8 +185,9 @@ def task_from_config(cfg: Mapping) -> Task:
     for key in ("name", "obs_features"):
         if key not in cfg:
             raise ValueError(f"task config needs `{key}`")
+    from_dataset = cfg["obs_features"] == FROM_DATASET
     try:
-        features = parse_features(cfg["obs_features"])
+        features = {} if from_dataset else parse_features(cfg["obs_features"])
     except ValueError as exc:
         raise ValueError(f"task {cfg['name']}: {exc}") from None
     metric = cfg.get("metric", "success_rate")
@@ -169,7 +199,8 @@ def task_from_config(cfg: Mapping) -> Task:
     return Task(name=str(cfg["name"]), env_id=cfg.get("env_id"), env_kwargs=dict(cfg.get("env_kwargs") or {}),
                 obs_features=features, action_key=str(cfg.get("action_key", "action")), dataset=cfg.get("dataset"),
                 expert=None if expert is None else dict(expert), keep_failed=bool(cfg.get("keep_failed", True)),
-                metric=metric, ros=dict(cfg.get("ros") or {}), training=dict(cfg.get("training") or {}))
+                metric=metric, ros=dict(cfg.get("ros") or {}), training=dict(cfg.get("training") or {}),
+                features_from_dataset=from_dataset)
 
 
 def load_task(section, world=None) -> Task:

@@ -126,6 +126,10 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
         print(f"dataset {dataset_path} is missing: collecting it with the scripted expert")
         collect_dataset(dataset_path, task, n_episodes=int(cfg.collect.n_episodes), seed=int(cfg.collect.seed))
     t_collected = time.perf_counter()
+    try:
+        task = task.with_dataset_features(dataset_path)  # `obs_features: from_dataset` (task=imported)
+    except ValueError as exc:
+        raise UserError(f"task {task.name}: {exc}") from None
 
     pc = cfg.policy
     for key in ("horizon", "n_obs_steps", "n_action_steps"):

@@ -28,3 +28,14 @@ def trained_lift_policy(tmp_path_factory):
                               timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "run" / "checkpoints" / "latest"
+
+
+@pytest.fixture(scope="session")
+def lift_image_demo(tmp_path_factory):
+    """Two scripted Lift episodes with front and wrist camera frames (96 x 96) and every low-dim key, collected
+    once per session (a few seconds): a robolearn dataset as `robolearn collect` writes it."""
+    root = tmp_path_factory.mktemp("lift_image_demo")
+    proc = subprocess.run([sys.executable, "-m", "robolearn", "collect", "task=lift_image", "n_episodes=2",
+                           f"output={root}/demo.zarr"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "demo.zarr"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robolearn.datasets.formats.common import SPLITS_ATTR
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer, is_image
 from robolearn.datasets.sampler import SequenceSampler, episode_split
@@ -59,6 +60,33 @@ def load_arrays(buffer: ReplayBuffer, obs_keys: list[str], other_keys: list[str]
     return data, obs_shapes, image_keys
 
 
+def recorded_split(buffer: ReplayBuffer) -> tuple[np.ndarray, np.ndarray] | None:
+    """(train_mask, val_mask) from the dataset's `splits` attribute ({"valid": [episode, ...], "train": [...]}),
+    or None when it records no `valid` list. Without a `train` list, training takes every other episode.
+
+    Raises:
+        DatasetError: an episode index out of range.
+    """
+    splits = buffer.attrs.get(SPLITS_ATTR) or {}
+    if "valid" not in splits:
+        return None
+    n = buffer.n_episodes
+    masks = []
+    for name in ("train", "valid"):
+        listed = splits.get(name)
+        if listed is None:
+            masks.append(None)
+            continue
+        index = np.asarray(listed, dtype=np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= n):
+            raise DatasetError(f"{buffer.path}: splits.{name} lists episodes outside 0..{n - 1}")
+        mask = np.zeros(n, bool)
+        mask[index] = True
+        masks.append(mask)
+    train_mask, val_mask = masks
+    return (~val_mask if train_mask is None else train_mask), val_mask
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """Windows of (observation history, action horizon) for training a chunked policy.
 
@@ -76,7 +104,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         obs_keys: observation keys under `data/`.
         action_key: the action key under `data/`.
         horizon, n_obs_steps, n_action_steps: window sizes (steps).
-        val_ratio, seed: episode-level validation split (`episode_split`).
+        val_ratio, seed: episode-level validation split (`episode_split`); a dataset that records its own split
+            (the attribute `splits` with `valid` and optionally `train` episode lists, e.g. robomimic's masks kept
+            by `robolearn dataset import`) uses that instead.
         split: "train" or "val".
         max_train_episodes: optionally keep a seeded random subset of training episodes.
 
@@ -107,7 +137,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.data, self.obs_shapes, self.image_keys = load_arrays(buffer, self.obs_keys, [action_key])
         self.episode_ends = buffer.episode_ends
         self.path = buffer.path
-        train_mask, val_mask = episode_split(buffer.n_episodes, val_ratio, seed)
+        train_mask, val_mask = recorded_split(buffer) or episode_split(buffer.n_episodes, val_ratio, seed)
         if max_train_episodes is not None and train_mask.sum() > max_train_episodes:
             keep = np.random.default_rng(seed).choice(np.flatnonzero(train_mask), max_train_episodes, replace=False)
             train_mask = np.zeros_like(train_mask)

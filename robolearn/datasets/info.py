@@ -92,6 +92,12 @@ def dataset_info(cfg: DictConfig) -> None:
         row += [_fmt(stats[s]) for s in ("min", "max", "mean", "std")] if stats else ["-"] * 4
         table.add_row(*row)
     console.print(table)
+    source = buffer.attrs.get("source")
+    if isinstance(source, dict) and "format" in source:
+        console.print(f"imported from {source['format']} {source.get('version', '')} {source.get('path', '')} "
+                      f"on {source.get('imported_at', '?')}"
+                      + (f" at {source['fps']} Hz" if source.get("fps") else ""))
+        console.print("key map: " + ", ".join(f"{k} -> {v}" for k, v in source.get("keys", {}).items()))
     if buffer.attrs:
         console.print(f"attributes: {buffer.attrs}")
     console.print(f"integrity: verified, {report.n_checksummed}/{report.n_episodes} episodes against their checksums"

@@ -271,12 +271,14 @@ class ReplayBuffer:
 
     @classmethod
     def create(cls, path: str | os.PathLike, overwrite: bool = False,
-               attrs: Mapping | None = None) -> ReplayBuffer:
+               attrs: Mapping | None = None, lock: bool = True) -> ReplayBuffer:
         """Create an empty replay buffer (zarr format 3 directory store) at `path`, locked for writing.
 
         With `overwrite`, an existing replay buffer at `path` is replaced: the new store is built
         beside it, the old one is renamed aside, the new one renamed into place, then the old one
         deleted. Nothing else is ever deleted (see `check_replaceable`).
+
+        `lock=False` is for a caller that already holds a lock covering `path` (an import's staging folder).
 
         Raises:
             FileExistsError: `path` exists and `overwrite` is False.
@@ -284,7 +286,7 @@ class ReplayBuffer:
             LockError: another process is writing `path`.
         """
         path = Path(path)
-        lock = WriterLock(path).acquire()
+        lock = WriterLock(path).acquire() if lock else None
         try:
             exists = path.exists() or path.is_symlink()
             if exists and not overwrite:
@@ -310,7 +312,8 @@ class ReplayBuffer:
             else:
                 os.rename(tmp, path)
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         return cls(zarr.open_group(path, mode="r+"), path, writable=True, lock=lock)
 
