@@ -131,3 +131,27 @@ def test_robolearn_to_bag_and_back(tmp_path, lift_image_demo, storage):
     assert sorted(restored) == sorted(original)
     for key, values in original.items():
         assert restored[key].dtype == values.dtype and restored[key].tobytes() == values.tobytes(), key
+
+
+def test_exported_mcap_reads_with_the_mcap_reference_reader(tmp_path, lift_image_demo):
+    """The MCAP file decodes with Foxglove's `mcap` reader and its ROS 2 decoder (the format's reference library,
+    independent of rosbags): schemas in ros2msg, messages in CDR, the values robolearn wrote."""
+    make_reader = pytest.importorskip("mcap.reader").make_reader
+    decoder = pytest.importorskip("mcap_ros2.decoder").DecoderFactory
+    bag = tmp_path / "bag"
+    assert main(["dataset", "export", "format=rosbag", f"source={lift_image_demo}", f"output={bag}",
+                 "rosbag.episodes=[1]"]) == 0
+    with ReplayBuffer.open(lift_image_demo) as buffer:
+        episode = buffer.get_episode(1)
+    with open(bag / "bag.mcap", "rb") as f:
+        reader = make_reader(f, decoder_factories=[decoder()])
+        assert {s.encoding for s in reader.get_summary().schemas.values()} == {"ros2msg"}
+        states = [m for _, _, _, m in reader.iter_decoded_messages(topics=["/joint_states"])]
+        f.seek(0)
+        frames = [m for _, _, _, m in make_reader(f, decoder_factories=[decoder()]).iter_decoded_messages(
+            topics=["/camera/front/image_raw"])]
+    assert len(states) == len(episode["joint_pos"]) and states[0].name[0] == "shoulder_pan"
+    np.testing.assert_array_equal(np.array([s.position for s in states], np.float32), episode["joint_pos"])
+    assert frames[0].encoding == "rgb8"
+    np.testing.assert_array_equal(np.frombuffer(bytes(frames[3].data), np.uint8).reshape(96, 96, 3),
+                                  episode["front_image"][3])
