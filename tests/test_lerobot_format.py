@@ -30,13 +30,14 @@ def frame_value(i):
     return 20 + 10 * i
 
 
-def write_video(path, n_frames, size=32):
-    """An H.264 mp4 written with PyAV directly (not with robolearn's writer), one frame per 1/FPS s."""
+def write_video(path, n_frames, size=32, codec="libx264"):
+    """An mp4 written with PyAV directly (not with robolearn's writer), one frame per 1/FPS s: H.264, or the AV1
+    (SVT-AV1, LeRobot's default) and HEVC that LeRobot also writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"crf": "0", "g": "2"})
+        stream = container.add_stream(codec, rate=FPS, options={"crf": "0" if codec == "libx264" else "20", "g": "2"})
         stream.width = stream.height = size
-        stream.pix_fmt = "yuv444p"
+        stream.pix_fmt = "yuv444p" if codec == "libx264" else "yuv420p"
         stream.time_base = Fraction(1, FPS)
         for i in range(n_frames):
             frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), frame_value(i), np.uint8), format="rgb24")
@@ -82,7 +83,7 @@ FEATURES = {
 }
 
 
-def make_v3(root, video_frames=sum(LENGTHS)):
+def make_v3(root, video_frames=sum(LENGTHS), codec="libx264"):
     """A LeRobot v3.0 dataset: both episodes in data/chunk-000/file-000.parquet and in one mp4."""
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
     (root / "data/chunk-000").mkdir(parents=True)
@@ -102,7 +103,7 @@ def make_v3(root, video_frames=sum(LENGTHS)):
                  "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0} for e, n in enumerate(LENGTHS)]
     pq.write_table(pa.Table.from_pylist(episodes), root / "meta/episodes/chunk-000/file-000.parquet")
     pq.write_table(frame_table(LENGTHS), root / "data/chunk-000/file-000.parquet")
-    write_video(root / "videos/observation.images.top/chunk-000/file-000.mp4", video_frames)
+    write_video(root / "videos/observation.images.top/chunk-000/file-000.mp4", video_frames, codec=codec)
     return root
 
 
@@ -149,8 +150,9 @@ def check_imported(path, video_restarts):
     return attrs
 
 
-def test_v3_dataset_imports_with_frames_at_their_timestamps(tmp_path, capsys):
-    src = make_v3(tmp_path / "so101_pick")
+@pytest.mark.parametrize("codec", ["libx264", "libsvtav1", "libx265"])
+def test_v3_dataset_imports_with_frames_at_their_timestamps(tmp_path, capsys, codec):
+    src = make_v3(tmp_path / "so101_pick", codec=codec)
     assert main(["dataset", "import", "format=lerobot", f"source={src}", f"output={tmp_path}/out.zarr"]) == 0
     attrs = check_imported(tmp_path / "out.zarr", video_restarts=False)
     assert attrs["source"]["version"] == "v3.0"
