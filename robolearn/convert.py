@@ -52,6 +52,7 @@ EXPORT_FORMATS = ("lerobot", "rosbag")
 IMPORT_RULES = {"overwrite": Bool(), "lerobot.tolerance_s": Float(min=0, min_open=True),
                 "rosbag.rate_hz": Float(min=0, min_open=True), "rosbag.gap_s": Float(min=0, min_open=True),
                 "rosbag.max_age_s": Float(min=0, min_open=True)}
+BATCH_BYTES = 64 * 2**20  # episodes are written to zarr in batches of about this many bytes
 EXPORT_RULES = {"overwrite": Bool(), "fps": Float(min=0, min_open=True, optional=True)}
 
 
@@ -121,11 +122,17 @@ def dataset_import(cfg: DictConfig) -> Path:
             try:
                 total = getattr(source, "n_episodes", None)
                 with tqdm(total=total, unit="episode", desc=f"import {cfg.format}") as bar:
+                    batch, batch_bytes = [], 0
                     for task_index, episode in source.episodes():
-                        buffer.add_episode(episode)
+                        batch.append(episode)
+                        batch_bytes += sum(v.nbytes for v in episode.values())
                         episode_tasks.append(task_index)
                         n_frames += len(next(iter(episode.values())))
+                        if batch_bytes >= BATCH_BYTES:  # one zarr write per key for many short episodes
+                            buffer.add_episodes(batch)
+                            batch, batch_bytes = [], 0
                         bar.update(1)
+                    buffer.add_episodes(batch)
                 if buffer.n_episodes == 0:
                     raise FormatError(f"{cfg.source}: no episodes found")
                 extra = {}

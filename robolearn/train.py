@@ -20,6 +20,8 @@ from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer, SequenceDataset
 from robolearn.datasets.collection import collect_dataset
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
+from robolearn.datasets.formats.common import imported_from
+from robolearn.datasets.replay_buffer import DatasetError
 from robolearn.devices import pick_device
 from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
@@ -136,9 +138,15 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
         if key not in pc:
             raise UserError(f"robolearn train trains policies by denoising action sequences (policy=diffusion_unet, "
                             f"diffusion_unet_ddpm20); policy={pc.get('name')} has no `{key}`")
-    data = SequenceDataset(dataset_path, task.obs_keys, task.action_key, horizon=pc.horizon,
-                           n_obs_steps=pc.n_obs_steps, n_action_steps=pc.n_action_steps, val_ratio=tc.val_ratio,
-                           seed=cfg.seed, max_train_episodes=tc.max_train_episodes)
+    try:
+        data = SequenceDataset(dataset_path, task.obs_keys, task.action_key, horizon=pc.horizon,
+                               n_obs_steps=pc.n_obs_steps, n_action_steps=pc.n_action_steps, val_ratio=tc.val_ratio,
+                               seed=cfg.seed, max_train_episodes=tc.max_train_episodes)
+    except DatasetError as exc:
+        if "missing key" in str(exc) and imported_from(dataset_path):
+            raise DatasetError(f"{exc} (the dataset was imported from {imported_from(dataset_path)}: train it with "
+                               "task=imported, which takes its keys as they are)") from None
+        raise
     val = data.validation()
     try:
         policy_cfg = config_from_target(OmegaConf.to_container(pc, resolve=True), obs_features=task.features_spec,

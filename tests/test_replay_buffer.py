@@ -274,3 +274,37 @@ def test_bad_episodes_rejected(tmp_path):
     rb.close()
     with pytest.raises(FileExistsError):
         ReplayBuffer.create(tmp_path / "b.zarr")
+
+
+def test_add_episodes_batches_like_single_appends_and_is_all_or_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    episodes = [{"obs": rng.normal(size=(n, 3)).astype(np.float32), "img": rng.integers(0, 255, (n, 4, 4, 3), np.uint8)}
+                for n in (3, 5, 2, 4)]
+    one = ReplayBuffer.create(tmp_path / "one.zarr")
+    for episode in episodes:
+        one.add_episode(episode)
+    batch = ReplayBuffer.create(tmp_path / "batch.zarr")
+    assert batch.add_episodes(episodes[:1]) == [0]
+    assert batch.add_episodes(episodes[1:]) == [1, 2, 3]
+    assert batch.episode_ends.tolist() == one.episode_ends.tolist() == [3, 8, 10, 14]
+    for key in ("obs", "img"):
+        assert batch.checksums(key).tolist() == one.checksums(key).tolist()
+    bad = {"obs": np.full((2, 3), np.nan, np.float32), "img": np.zeros((2, 4, 4, 3), np.uint8)}
+    with pytest.raises(DatasetError, match="episode 5: `obs` holds NaN"):
+        batch.add_episodes([episodes[0], bad])
+    assert batch.n_episodes == 4
+    one.close()
+    batch.close()
+    with ReplayBuffer.open(tmp_path / "batch.zarr") as reopened:
+        assert reopened.verify().ok and reopened.n_steps == 14
+        np.testing.assert_array_equal(reopened.get_episode(2)["img"], episodes[2]["img"])
+        # block reads give the same episodes, whatever the block size
+        for batch_bytes in (1, 200, 2**30):
+            read = list(reopened.iter_episodes(batch_bytes=batch_bytes))
+            assert len(read) == 4
+            for got, expected in zip(read, episodes):
+                for key in expected:
+                    np.testing.assert_array_equal(got[key], expected[key])
+        assert [len(e["obs"]) for e in reopened.get_episodes(1, 3, ["obs"])] == [5, 2]
+        with pytest.raises(IndexError):
+            reopened.get_episodes(3, 5)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robolearn.datasets.replay_buffer import DatasetError
+from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
 from robolearn.lock import WriterLock
 
 #: dataset attribute that records where an imported dataset came from (`robolearn dataset info` shows it)
@@ -135,6 +135,17 @@ def provenance(fmt: str, version: str, source: Path, key_map: Mapping[str, str],
     """The `source` attribute of an imported dataset: format, version, absolute path, key map, time."""
     return {"format": fmt, "version": version, "path": str(Path(source).resolve()), "keys": dict(key_map),
             "imported_at": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+
+
+def imported_from(path: str | os.PathLike) -> str | None:
+    """"<format> <version>" of a dataset that `robolearn dataset import` wrote, else None."""
+    try:
+        with ReplayBuffer.open(path) as buffer:
+            source = buffer.attrs.get(SOURCE_ATTR)
+    except (DatasetError, FileNotFoundError):
+        return None
+    return f"{source['format']} {source.get('version', '')}".strip() if isinstance(source, dict) and \
+        "format" in source else None
 
 
 def dataset_fps(attrs: Mapping, given: float | None) -> float:

@@ -375,8 +375,9 @@ def export_rosbag(buffer: ReplayBuffer, output: Path, rate_hz: float, joint_name
         trigger = writer.add_connection(TRIGGER_TOPIC, STRING, typestore=store)
         period = 1e9 / rate_hz
         t_start = int(start_ns)
-        for e in episodes:
-            episode = buffer.get_episode(e)
+        chosen = zip(episodes, buffer.iter_episodes()) if episodes == list(range(buffer.n_episodes)) \
+            else ((e, buffer.get_episode(e)) for e in episodes)
+        for e, episode in chosen:
             length = len(next(iter(episode.values())))
             stamps = t_start + np.round(np.arange(length) * period).astype(np.int64)
             writer.write(trigger, int(stamps[0]) - 1, store.serialize_cdr(types[STRING](data=f"start {e}"), STRING))
