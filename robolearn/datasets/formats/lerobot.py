@@ -180,8 +180,11 @@ class LeRobotSource:
         if not (self.version.startswith("v3.") or self.version in ("v2.0", "v2.1")):
             raise FormatError(f"{self.root / INFO_PATH}: LeRobot codebase_version {self.version!r} is not supported "
                               "(robolearn reads v2.0, v2.1 and v3.x; convert older datasets with LeRobot first)")
+        missing = [k for k in ("fps", "features") if k not in self.info]
+        if missing:
+            raise FormatError(f"{self.root / INFO_PATH} has no {missing}; a LeRobot info.json records both")
         self.fps = float(self.info["fps"])
-        self.features = {k: v for k, v in self.info["features"].items()}
+        self.features = dict(self.info["features"])
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self.tolerance_s = float(tolerance_s)
         meta_path = self.root / ROBOLEARN_META
