@@ -61,16 +61,19 @@ def test_killed_import_process_leaves_no_output(tmp_path):
     src = make_v3(tmp_path / "src")
     out = tmp_path / "killed.zarr"
     code = ("import os, signal, robolearn.datasets.replay_buffer as rb\n"
-            "add = rb.ReplayBuffer.add_episode\n"
+            "add = rb.ReplayBuffer.add_episodes\n"
             "def add_then_die(self, *a, **k):\n"
-            "    add(self, *a, **k)\n"
-            "    if self.n_episodes == 1: os.kill(os.getpid(), signal.SIGKILL)\n"
-            "rb.ReplayBuffer.add_episode = add_then_die\n"
+            "    out = add(self, *a, **k)\n"
+            "    if self.n_episodes >= 1: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return out\n"
+            "rb.ReplayBuffer.add_episodes = add_then_die\n"
             "from robolearn.cli import main\n"
             f"main(['dataset', 'import', 'format=lerobot', 'source={src}', 'output={out}'])\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=300)
     assert proc.returncode == -9
     assert not out.exists() and staging_path(out).exists()  # half an import, never at the output path
+    with ReplayBuffer.open(staging_path(out)) as half:
+        assert half.n_episodes == 1  # killed after the first episode was committed to the staging dataset
 
 
 def test_train_on_an_imported_dataset(tmp_path):
