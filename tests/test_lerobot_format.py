@@ -281,3 +281,39 @@ def test_export_refuses_to_replace_what_it_did_not_write(tmp_path, lift_image_de
               "overwrite=true"])
     assert exc.value.code == 2 and "will not replace it" in capsys.readouterr().err
     assert (tmp_path / "mine/notes.txt").read_text() == "keep me"
+
+
+def test_episodes_across_several_data_and_video_files_and_png_image_columns(tmp_path):
+    """Episode 1 lives in data file-001 and video file-001 (LeRobot rolls files over at its size caps), and a
+    second camera is stored as LeRobot's `image` dtype (PNG bytes in the parquet)."""
+    import cv2
+
+    root = make_v3(tmp_path / "src")
+    pngs = [cv2.imencode(".png", np.full((6, 8, 3), 7 * i, np.uint8))[1].tobytes() for i in range(sum(LENGTHS))]
+    table = frame_table(LENGTHS).append_column(
+        "observation.images.side", pa.array([{"bytes": b, "path": None} for b in pngs],
+                                            pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+    (root / "data/chunk-000/file-000.parquet").unlink()
+    pq.write_table(table.slice(0, LENGTHS[0]), root / "data/chunk-000/file-000.parquet")
+    pq.write_table(table.slice(LENGTHS[0]), root / "data/chunk-000/file-001.parquet")
+    video = root / "videos/observation.images.top/chunk-000"
+    write_video(video / "file-000.mp4", LENGTHS[0])
+    write_video(video / "file-001.mp4", LENGTHS[1])
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.side"] = {"dtype": "image", "shape": [6, 8, 3],
+                                                   "names": ["height", "width", "channels"]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    episodes[1].update({"data/file_index": 1, "videos/observation.images.top/file_index": 1,
+                        "videos/observation.images.top/from_timestamp": 0.0,
+                        "videos/observation.images.top/to_timestamp": LENGTHS[1] / FPS})
+    pq.write_table(pa.Table.from_pylist(episodes), root / "meta/episodes/chunk-000/file-000.parquet")
+    assert main(["dataset", "import", "format=lerobot", f"source={root}", f"output={tmp_path}/out.zarr"]) == 0
+    with ReplayBuffer.open(tmp_path / "out.zarr") as buffer:
+        assert buffer.episode_ends.tolist() == list(np.cumsum(LENGTHS))
+        second = buffer.get_episode(1)
+        np.testing.assert_array_equal(second["joint_pos"], state(LENGTHS[1]) + 1)
+        np.testing.assert_allclose(second["top_image"].reshape(LENGTHS[1], -1).mean(1),
+                                   [frame_value(i) for i in range(LENGTHS[1])], atol=2)
+        side = buffer.load(["side_image"])["side_image"]
+        assert side.shape == (sum(LENGTHS), 6, 8, 3) and side[9, 0, 0, 0] == 63

@@ -155,3 +155,37 @@ def test_exported_mcap_reads_with_the_mcap_reference_reader(tmp_path, lift_image
     assert frames[0].encoding == "rgb8"
     np.testing.assert_array_equal(np.frombuffer(bytes(frames[3].data), np.uint8).reshape(96, 96, 3),
                                   episode["front_image"][3])
+
+
+def test_compressed_camera_topics_and_joint_trajectories_import(tmp_path):
+    """sensor_msgs/CompressedImage (PNG here, so the pixels are exact) and trajectory_msgs/JointTrajectory commands,
+    episodes split at a gap (no trigger topic in this bag)."""
+    import cv2
+
+    w = Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP)
+    w.open()
+    js = w.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=STORE)
+    cam = w.add_connection("/camera/wrist/image_raw/compressed", "sensor_msgs/msg/CompressedImage", typestore=STORE)
+    traj = w.add_connection("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory", typestore=STORE)
+    frames = {}
+    for t in list(range(T0, T0 + S, S // 20)) + list(range(T0 + 3 * S, T0 + 4 * S, S // 20)):
+        q = joint_pos_at(t)
+        w.write(js, t, STORE.serialize_cdr(T["sensor_msgs/msg/JointState"](
+            header=header(t), name=NAMES, position=q, velocity=np.zeros(0), effort=np.zeros(0)), js.msgtype))
+        frames[t] = np.full((8, 8, 3), (t - T0) // (S // 20) % 256, np.uint8)
+        png = np.frombuffer(cv2.imencode(".png", frames[t][..., ::-1])[1].tobytes(), np.uint8)
+        w.write(cam, t, STORE.serialize_cdr(T["sensor_msgs/msg/CompressedImage"](
+            header=header(t), format="png", data=png), cam.msgtype))
+        point = T["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=(q + 1)[[1, 0, 2]], velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+            time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=50_000_000))
+        w.write(traj, t, STORE.serialize_cdr(T["trajectory_msgs/msg/JointTrajectory"](
+            header=header(t), joint_names=["j1", "j0", "j2"], points=[point]), traj.msgtype))
+    w.close()
+    source = RosbagSource(tmp_path / "bag", rate_hz=20, joint_names=NAMES)
+    assert source.topic_map["/camera/wrist/image_raw/compressed"] == "wrist_image"
+    episodes = [data for _, data in source.episodes()]
+    source.close()
+    assert [len(e["joint_pos"]) for e in episodes] == [20, 20]
+    np.testing.assert_allclose(episodes[1]["action"], episodes[1]["joint_pos"] + 1, atol=1e-6)
+    np.testing.assert_array_equal(episodes[0]["wrist_image"][5], frames[T0 + 5 * (S // 20)])
