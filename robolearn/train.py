@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import yaml
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -23,6 +25,7 @@ from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.formats.common import imported_from
 from robolearn.datasets.replay_buffer import DatasetError
 from robolearn.devices import pick_device
+from robolearn.distributed import Distributed, init_distributed
 from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
 from robolearn.policies import EMA
@@ -36,7 +39,12 @@ from robolearn.policies.checkpoint import (
 from robolearn.policies.config import config_from_target
 from robolearn.policies.diffusion import check_dataset_matches
 from robolearn.policies.train_state import TrainState
-from robolearn.sim.evaluation import evaluate_policy, format_results, selection_eval
+from robolearn.sim.evaluation import (
+    evaluate_policy,
+    format_results,
+    merge_results,
+    selection_eval,
+)
 from robolearn.tasks import Task, load_task
 
 #: types and ranges of the values `robolearn train` takes (configs/train.yaml, configs/policy/diffusion_*.yaml)
@@ -82,6 +90,38 @@ class BatchStream:
         self.order, self.pos = np.asarray(state["order"]), int(state["pos"])
 
 
+class PolicyLoss(torch.nn.Module):
+    """The policy's denoising loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.policy.compute_loss(batch, noise=noise, timesteps=timesteps)
+
+
+def training_noise(seed: int, step: int, batch_size: int, policy) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise (B, horizon, Da) and diffusion steps (B,) of training step `step`'s global batch, drawn from a
+    generator seeded by (seed, step): the same on every rank and after a resume, so N ranks that each take their
+    rows train exactly as one process with the whole batch."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    noise = torch.randn((batch_size, policy.horizon, policy.action_dim), generator=generator)
+    return noise, torch.randint(0, policy.config.num_train_timesteps, (batch_size,), generator=generator)
+
+
+def evaluate_split(dist: Distributed, policy, env_id: str, seeds, env_kwargs: dict, **kwargs) -> dict:
+    """`evaluate_policy` with the seeds split across ranks (rank r runs every world_size-th from r) and the
+    results gathered on every rank; the video comes from rank 0's episodes."""
+    if not dist.enabled:
+        return evaluate_policy(policy, env_id, seeds, env_kwargs, **kwargs)
+    if not dist.is_main:
+        kwargs = {**kwargs, "video_path": None, "progress": False}
+    share = dist.split(list(seeds))
+    part = evaluate_policy(policy, env_id, share, env_kwargs, **kwargs) if share else None
+    return merge_results(dist.gather(part))
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {"obs": {k: v.to(device, non_blocking=True) for k, v in batch["obs"].items()},
             "action": batch["action"].to(device, non_blocking=True)}
@@ -108,25 +148,29 @@ def train(cfg: DictConfig) -> dict:
     """Hydra task `robolearn train` (configs/train.yaml). Returns the final evaluation results."""
     t_start = time.perf_counter()
     check_config(cfg, TRAIN_RULES)
-    device = pick_device(cfg.device)
+    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)
-    with WriterLock(run_dir, "run folder"):
-        return _train(cfg, device, run_dir, t_start)
+    try:
+        with WriterLock(run_dir, "run folder") if dist.is_main else nullcontext():
+            return _train(cfg, device, run_dir, t_start, dist)
+    finally:
+        dist.close()
 
 
-def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float) -> dict:
+def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float, dist: Distributed) -> dict:
     tc, ec = cfg.training, cfg.eval
     task = load_task(cfg.task, cfg.world)
     env_kwargs = task.env_kwargs
     dataset_path = Path(cfg.dataset)
 
-    if not dataset_path.exists():
+    if not dataset_path.exists() and dist.is_main:
         if not cfg.collect_if_missing:
             raise UserError(f"dataset {dataset_path} not found (collect_if_missing=false)")
         print(f"dataset {dataset_path} is missing: collecting it with the scripted expert")
         collect_dataset(dataset_path, task, n_episodes=int(cfg.collect.n_episodes), seed=int(cfg.collect.seed))
+    dist.barrier()  # the other ranks wait for rank 0's collection
     t_collected = time.perf_counter()
     try:
         task = task.with_dataset_features(dataset_path)  # `obs_features: from_dataset` (task=imported)
@@ -187,23 +231,38 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
     n_params = sum(p.numel() for p in params)
-    print(f"training a {n_params / 1e6:.2f}M-parameter {type(policy).__name__} on {device} "
-          f"({torch.get_num_threads()} threads): {len(data)} train / {len(val)} val windows from {dataset_path}")
-    writer = SummaryWriter(str(run_dir / "tb"))
+    if dist.is_main:
+        ranks = f", {dist.world_size} processes" if dist.enabled else ""
+        print(f"training a {n_params / 1e6:.2f}M-parameter {type(policy).__name__} on {device} "
+              f"({torch.get_num_threads()} threads{ranks}): {len(data)} train / {len(val)} val windows from "
+              f"{dataset_path}")
+    writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
+    # DDP averages the ranks' gradients; every rank holds the same parameters, EMA and optimizer state
+    loss_fn = (DistributedDataParallel(PolicyLoss(policy), device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False)  # buffers (normalizer statistics) never change
+               if dist.enabled else PolicyLoss(policy))
+
+    def evaluate(*args, **kwargs):
+        return evaluate_split(dist, *args, **kwargs)
 
     def save(at_step: int, is_best: bool) -> None:
+        if not dist.is_main:
+            return
         tensors, meta = state.pack(step=at_step, best=best, ema_step=ema.step, batches=batches.state())
         checkpoints.save(at_step, lambda folder: save_policy(folder, policy, ema.averaged, saved_config),
                          tensors, meta, is_best=is_best)
 
     policy.train()
-    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not dist.is_main)
     loss_ema = None
     t_train = time.perf_counter()
     while step < tc.steps:
-        batch = to_device(data.get_batch(batches.next()), device)
-        loss = policy.compute_loss(batch)
+        ids = batches.next()
+        rows = dist.shard(np.arange(len(ids)))
+        noise, timesteps = training_noise(cfg.seed, step, len(ids), policy)  # the global batch's draws
+        batch = to_device(data.get_batch(ids[rows]), device)
+        loss = loss_fn(batch, noise[rows], timesteps[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
@@ -214,24 +273,33 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
         loss_value = loss.detach().item()
         loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
         bar.update(1)
-        if step % tc.log_every == 0:
-            writer.add_scalar("train/loss", loss_value, step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-        if step % tc.val_every == 0 or step == tc.steps:
-            writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
+        if writer is not None:  # rank 0 logs; the other ranks train and join the evaluations
+            if step % tc.log_every == 0:
+                writer.add_scalar("train/loss", loss_value, step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            if step % tc.val_every == 0 or step == tc.steps:
+                writer.add_scalar("val/loss", validation_loss(policy, val, device, tc.batch_size, cfg.seed), step)
         is_best = False
         if has_sim and ec.n_episodes and (step % tc.eval_every == 0 or step == tc.steps):
             _, is_best, best = selection_eval(ema.averaged, task.env_id, selection_seeds, env_kwargs, writer, step,
-                                              best, f"step {step}: selection eval", metric=task.metric)
+                                              best, f"step {step}: selection eval", metric=task.metric,
+                                              evaluate=evaluate)
         if step % tc.checkpoint_every == 0 or step == tc.steps or is_best:
             save(step, is_best)
-        writer.flush()
+        if writer is not None:
+            writer.flush()
     bar.close()
     train_seconds = time.perf_counter() - t_train
+    dist.barrier()  # rank 0's last checkpoint is written before any rank reads it
 
     final_ckpt = checkpoints.best or checkpoints.latest
+    if not dist.is_main:
+        if has_sim and ec.final_n_episodes:
+            evaluate(load_policy(final_ckpt, device=device), task.env_id,
+                     range(ec.seed, ec.seed + ec.final_n_episodes), env_kwargs)
+        return {"checkpoint": str(final_ckpt.resolve()), "train_steps": step}
     if not has_sim or not ec.final_n_episodes:
         writer.close()
         print(f"\ncheckpoint: {final_ckpt}  (no simulator evaluation for task {task.name})")
@@ -242,8 +310,8 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float)
     print(f"final evaluation of {final_ckpt.resolve().name} ({'best' if checkpoints.best else 'latest'}) "
           f"on {len(final_seeds)} held-out test seeds from {ec.seed}")
     final_policy = load_policy(final_ckpt, device=device)
-    results = evaluate_policy(final_policy, task.env_id, final_seeds, env_kwargs,
-                              video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
+    results = evaluate(final_policy, task.env_id, final_seeds, env_kwargs,
+                       video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
     results.update(checkpoint=str(final_ckpt.resolve()), train_steps=step,
                    train_seconds_this_run=train_seconds, collect_seconds=t_collected - t_start)
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))

@@ -9,7 +9,8 @@ import robolearn
 ROOT = Path(robolearn.__file__).parent
 #: the app modules: one per `robolearn <command>` (cli dispatches to them)
 APPS = {"robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.finetune", "robolearn.train_value",
-        "robolearn.deploy", "robolearn.record", "robolearn.replay", "robolearn.calibrate"}
+        "robolearn.deploy", "robolearn.record", "robolearn.replay", "robolearn.calibrate", "robolearn.sysid",
+        "robolearn.convert"}
 DISPATCHERS = {"robolearn.cli", "robolearn.__main__"}
 
 

@@ -159,11 +159,14 @@ class DiffusionPolicy(nn.Module):
         return self.obs_encoder(obs)
 
     # -- training ------------------------------------------------------------------------
-    def compute_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def compute_loss(self, batch: dict, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                     timesteps: torch.Tensor | None = None) -> torch.Tensor:
         """DDPM noise-prediction loss (Ho et al. 2020, eq. 14) on a batch of windows.
 
         Args:
             batch: {"obs": {key: (B, To, *shape)}, "action": (B, horizon, Da)} in raw units.
+            generator: draws the noise and diffusion steps (None: torch's global RNG), unless they are given:
+            noise: (B, horizon, Da) and timesteps: (B,) long, e.g. one rank's rows of a global batch's draws.
         Returns:
             scalar mean squared error between predicted and true noise.
         """
@@ -173,9 +176,11 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"batch action must have shape (B, {self.horizon}, {self.action_dim}), "
                              f"got {tuple(action.shape)}")
         x0 = self.normalizer.normalize("action", action)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
-        t = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device,
-                          generator=generator)
+        if noise is None:
+            noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        t = timesteps if timesteps is not None else torch.randint(
+            0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+        noise, t = noise.to(x0.device), t.to(x0.device)
         noisy = self.train_scheduler.add_noise(x0, noise, t)
         return nn.functional.mse_loss(self.model(noisy, t, cond), noise)
 

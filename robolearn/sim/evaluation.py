@@ -99,11 +99,27 @@ def evaluate_policy(policy, env_id: str, seeds, env_kwargs: dict | None = None, 
         fps = envs.metadata.get("render_fps", 20)
         imageio.mimsave(video_path, [f for ep in frames for f in ep], fps=fps, macro_block_size=8)
         video = str(video_path)
-    k = int(success.sum())
-    return {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "mean_score": float(max_rewards.mean()),
-            "n_episodes": n, "mean_length": float(lengths.mean()), "successes": success.tolist(),
-            "max_rewards": max_rewards.tolist(), "lengths": lengths.tolist(), "seeds": seeds, "video": video,
-            "seconds": time.perf_counter() - t0}
+    return summarize(seeds, success.tolist(), max_rewards.tolist(), lengths.tolist(), video, time.perf_counter() - t0)
+
+
+def summarize(seeds: list[int], successes: list[bool], max_rewards: list[float], lengths: list[int],
+              video: str | None, seconds: float) -> dict:
+    """`evaluate_policy`'s results from per-episode outcomes (lists in seed order)."""
+    n, k = len(seeds), int(np.sum(successes))
+    return {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "mean_score": float(np.mean(max_rewards)),
+            "n_episodes": n, "mean_length": float(np.mean(lengths)), "successes": list(successes),
+            "max_rewards": list(max_rewards), "lengths": list(lengths), "seeds": list(seeds), "video": video,
+            "seconds": seconds}
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One result from `evaluate_policy` results on disjoint seed sets (e.g. one per rank of a distributed run),
+    episodes ordered by seed; the video is the first part's that has one; seconds the slowest part's."""
+    rows = sorted((seed, s, r, n) for p in parts if p for seed, s, r, n in
+                  zip(p["seeds"], p["successes"], p["max_rewards"], p["lengths"]))
+    seeds, successes, rewards, lengths = (list(col) for col in zip(*rows))
+    video = next((p["video"] for p in parts if p and p.get("video")), None)
+    return summarize(seeds, successes, rewards, lengths, video, max(p["seconds"] for p in parts if p))
 
 
 def with_camera_views(scene: np.ndarray, views: list[np.ndarray]) -> np.ndarray:
@@ -124,21 +140,25 @@ def with_camera_views(scene: np.ndarray, views: list[np.ndarray]) -> np.ndarray:
 
 
 def selection_eval(policy, env_id: str, seeds, env_kwargs: dict, writer, step: int, best: float,
-                   label: str, metric: str = "success_rate") -> tuple[dict, bool, float]:
+                   label: str, metric: str = "success_rate", evaluate=evaluate_policy) -> tuple[dict, bool, float]:
     """Periodic evaluation during training on checkpoint-selection seeds: logs eval/success_rate,
     eval/mean_score and eval/mean_length at `step`, prints a line, and returns (results, is_new_best,
     best_so_far) by the task's `metric` (one of `METRICS`). A tie with the best so far counts as a new best:
     the later checkpoint has trained longer.
+
+    `evaluate` runs the episodes (`evaluate_policy`, or a distributed run's split-and-gather); `writer` may be
+    None (a rank that does not log).
 
     Raises:
         ValueError: an unknown metric.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    results = evaluate_policy(policy, env_id, seeds, env_kwargs, progress=False)
-    for key in ("success_rate", "mean_score", "mean_length"):
-        writer.add_scalar(f"eval/{key}", results[key], step)
-    tqdm.write(f"{label}: {format_results(results)}")
+    results = evaluate(policy, env_id, seeds, env_kwargs, progress=False)
+    if writer is not None:
+        for key in ("success_rate", "mean_score", "mean_length"):
+            writer.add_scalar(f"eval/{key}", results[key], step)
+        tqdm.write(f"{label}: {format_results(results)}")
     return results, results[metric] >= best, max(best, results[metric])
 
 
