@@ -55,6 +55,22 @@ class Distributed:
         dist.all_gather_object(out, obj)
         return out
 
+    def average_gradients(self, parameters) -> None:
+        """All-reduce the gradients of `parameters` to their mean over ranks (what DistributedDataParallel does,
+        for update code that is not one module's forward)."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
     def split(self, items: list) -> list:
         """This rank's share of `items` (every world_size-th, from its rank): the evaluation seeds it runs."""
         return list(items)[self.rank::self.world_size]

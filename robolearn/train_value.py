@@ -8,6 +8,7 @@ TensorBoard logs, safetensors checkpoints, and exact resume from `<run_dir>/chec
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from robolearn.datasets import LinearNormalizer
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
 from robolearn.devices import pick_device
+from robolearn.distributed import Distributed, init_distributed
 from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import (
@@ -63,12 +65,15 @@ def train_value(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, TRAIN_VALUE_RULES)
-    with WriterLock(Path(cfg.run_dir), "run folder"):
-        return _train_value(cfg)
+    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
+    try:
+        with WriterLock(Path(cfg.run_dir), "run folder") if dist.is_main else nullcontext():
+            return _train_value(cfg, dist, device)
+    finally:
+        dist.close()
 
 
-def _train_value(cfg: DictConfig) -> dict:
-    device = pick_device(cfg.device)
+def _train_value(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.reward.convention not in REWARD_CONVENTIONS:
@@ -104,7 +109,8 @@ def _train_value(cfg: DictConfig) -> dict:
     learner.target.to(device)
     saved_config = {"dataset": str(dataset), "dataset_fingerprint": data.fingerprint, "q_function": q_config.to_dict(),
                     "learner": OmegaConf.to_container(cfg, resolve=True)}
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    # Cal-QL's out-of-distribution samples: a stream per rank (the batch order is shared by every rank)
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed) + 7919 * dist.rank)
     sampler = torch.Generator().manual_seed(int(cfg.seed) + 1)
 
     state = TrainState(optimizers={"q": learner.optimizer}, generators={"noise": generator, "batches": sampler})
@@ -114,31 +120,42 @@ def _train_value(cfg: DictConfig) -> dict:
         print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
 
     def save(at_step: int) -> None:
+        if not dist.is_main:  # rank 0 writes the (identical) weights
+            return
         tensors, meta = state.pack(step=at_step)
         checkpoints.save(at_step, lambda folder: save_q_function(folder, q, learner.target, saved_config),
                          tensors, meta)
 
     n_params = sum(p.numel() for p in q.parameters())
-    print(f"{cfg.algorithm}: {q_config.n_critics} critics, {n_params / 1e6:.2f}M parameters on {device}; "
-          f"{len(data)} chunk transitions from {dataset} ({int(data.success.sum())}/{len(data.success)} "
-          f"successful episodes), reward convention {cfg.reward.convention}")
-    writer = SummaryWriter(str(run_dir / "tb"))
-    bar = tqdm(total=int(tc.steps), initial=step, desc=f"train-value {cfg.algorithm}", unit="step", dynamic_ncols=True)
+    if dist.is_main:
+        ranks = f" ({dist.world_size} processes)" if dist.enabled else ""
+        print(f"{cfg.algorithm}: {q_config.n_critics} critics, {n_params / 1e6:.2f}M parameters on {device}{ranks}; "
+              f"{len(data)} chunk transitions from {dataset} ({int(data.success.sum())}/{len(data.success)} "
+              f"successful episodes), reward convention {cfg.reward.convention}")
+    writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
+    bar = tqdm(total=int(tc.steps), initial=step, desc=f"train-value {cfg.algorithm}", unit="step", dynamic_ncols=True,
+               disable=not dist.is_main)
     t0 = time.perf_counter()
     stats: dict[str, float] = {}
     while step < int(tc.steps):
+        # the global batch (the same on every rank); each rank trains on its rows, gradients averaged over ranks
         ids = torch.randint(0, len(data), (int(tc.batch_size),), generator=sampler)
-        stats = learner.update(data.batch(ids, device, q.encode_obs), generator)
+        stats = learner.update(data.batch(dist.shard(ids), device, q.encode_obs), generator,
+                               before_step=lambda: dist.average_gradients(q.parameters()))
         step += 1
         bar.update(1)
-        if step % int(tc.log_every) == 0:
+        if writer is not None and step % int(tc.log_every) == 0:
             for key, value in stats.items():
                 writer.add_scalar(f"train/{key}", value, step)
             bar.set_postfix(td=f"{stats['td_loss']:.3f}", q=f"{stats['q_mean']:.2f}")
         if step % int(tc.checkpoint_every) == 0 or step == int(tc.steps):
             save(step)
-            writer.flush()
+            if writer is not None:
+                writer.flush()
     bar.close()
+    dist.barrier()
+    if not dist.is_main:
+        return {"checkpoint": str(run_dir / "checkpoints" / "latest"), "steps": step, **stats}
     writer.close()
     result = {"checkpoint": str(run_dir / "checkpoints" / "latest"), "steps": step,
               "seconds_this_run": time.perf_counter() - t0, **stats}

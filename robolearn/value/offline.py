@@ -21,7 +21,7 @@ Both keep a Polyak-averaged target copy of the critic ensemble.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,8 +216,12 @@ class OfflineQLearner:
         gap = torch.logsumexp(q_ood, dim=-1) - np.log(m) - q_data
         return gap, q_data
 
-    def update(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, float]:
-        """One gradient step on a batch from `ChunkTransitions.batch`; returns scalar diagnostics."""
+    def update(self, batch: dict, generator: torch.Generator | None = None,
+               before_step: Callable[[], None] | None = None) -> dict[str, float]:
+        """One gradient step on a batch from `ChunkTransitions.batch`; returns scalar diagnostics.
+
+        `before_step` runs between the backward pass and the optimizer step (a distributed run averages the
+        ranks' gradients there)."""
         c, q = self.config, self.q
         not_done = 1.0 - batch["done"]
         stats: dict[str, float] = {}
@@ -246,6 +250,8 @@ class OfflineQLearner:
             stats["cql_gap"] = float(cql.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if before_step is not None:
+            before_step()
         self.optimizer.step()
         with torch.no_grad():
             for p_t, p in zip(self.target.parameters(), q.critics.parameters()):
