@@ -71,6 +71,24 @@ class Distributed:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def mean(self, value: float) -> float:
+        """The mean of a number over ranks."""
+        if not self.enabled:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def total(self, value: float) -> float:
+        """The sum of a number over ranks."""
+        return self.mean(value) * self.world_size
+
+    def broadcast_parameters(self, parameters) -> None:
+        """Copy rank 0's values of `parameters` (and tensors) to every rank."""
+        if self.enabled:
+            for p in parameters:
+                dist.broadcast(p.data, src=0)
+
     def split(self, items: list) -> list:
         """This rank's share of `items` (every world_size-th, from its rank): the evaluation seeds it runs."""
         return list(items)[self.rank::self.world_size]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.devices import pick_device
+from robolearn.distributed import Distributed, init_distributed
 from robolearn.errors import CheckpointError, UserError
 from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import CheckpointManager, load_policy, save_policy
@@ -40,7 +42,7 @@ from robolearn.rl.ppo import (
     compute_gae,
     ppo_update,
 )
-from robolearn.sim.evaluation import evaluate_policy, format_results, selection_eval
+from robolearn.sim.evaluation import evaluate_split, format_results, selection_eval
 from robolearn.tasks import load_task
 
 #: types and ranges of the values `robolearn finetune` takes (configs/finetune.yaml, configs/policy/{dppo,gaussian}.yaml)
@@ -76,12 +78,17 @@ def finetune(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, FINETUNE_RULES)
-    with WriterLock(Path(cfg.run_dir), "run folder"):
-        return _finetune(cfg)
+    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
+    try:
+        with WriterLock(Path(cfg.run_dir), "run folder") if dist.is_main else nullcontext():
+            return _finetune(cfg, dist, device)
+    finally:
+        dist.close()
 
 
-def _finetune(cfg: DictConfig) -> dict:
-    device = pick_device(cfg.device)
+def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
+    """One rank's fine-tuning (every process of a torchrun launch runs this): its own `ppo.n_envs` envs and
+    rollouts, the same minibatch order, gradients averaged over ranks (`ppo_update`); rank 0 logs and saves."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
@@ -123,21 +130,29 @@ def _finetune(cfg: DictConfig) -> dict:
         start_iter, env_steps, best = counters["iteration"], counters["env_steps"], counters["best"]
         ema.averaged.load_state_dict(load_policy(checkpoints.latest, use_ema=True, device=device).state_dict())
         ema.step = counters["ema_step"]
-        print(f"resumed from {checkpoints.latest.resolve()} at iteration {start_iter}")
+        if dist.is_main:
+            print(f"resumed from {checkpoints.latest.resolve()} at iteration {start_iter}")
+    dist.broadcast_parameters([*agent.params, *critic.parameters()])  # one starting point on every rank
+    if dist.enabled:
+        torch.manual_seed(int(cfg.seed) + 7919 * dist.rank)  # each rank explores with its own sampling noise
 
-    writer = SummaryWriter(str(run_dir / "tb"))
-    obs, _ = envs.reset(seed=[int(cfg.seed) * 10000 + i for i in range(pc.n_envs)])
+    writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
+    # each rank's envs start from their own seeds
+    obs, _ = envs.reset(seed=[int(cfg.seed) * 10000 + dist.rank * pc.n_envs + i for i in range(pc.n_envs)])
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)
     history = json.loads((run_dir / "curve.json").read_text()) if (run_dir / "curve.json").exists() else []
     if start_iter == 0 and ec.n_episodes:
-        results = evaluate_policy(policy, task.env_id, selection_seeds, env_kwargs, progress=False)
+        results = evaluate_split(dist, policy, task.env_id, selection_seeds, env_kwargs, progress=False)
         history = [{"iteration": 0, "env_steps": 0, "wall_s": 0.0, "success_rate": results["success_rate"],
                     "mean_score": results["mean_score"]}]
-        tqdm.write(f"iteration 0 (pretrained): {format_results(results)}")
-        writer.add_scalar("eval/success_rate", results["success_rate"], 0)
+        if writer is not None:
+            tqdm.write(f"iteration 0 (pretrained): {format_results(results)}")
+            writer.add_scalar("eval/success_rate", results["success_rate"], 0)
     wall0 = time.perf_counter() - (history[-1]["wall_s"] if history else 0.0)
 
     def save(iteration: int, is_best: bool) -> None:
+        if not dist.is_main:
+            return
         tensors, meta = state.pack(iteration=iteration, env_steps=env_steps, best=best, ema_step=ema.step,
                                    scaler=scaler.state())
         extra = {"finetune": OmegaConf.to_container(cfg, resolve=True)}
@@ -145,8 +160,9 @@ def _finetune(cfg: DictConfig) -> dict:
                          is_best=is_best)
         (run_dir / "curve.json").write_text(json.dumps(history, indent=1))
 
+    step_count_before = env_steps  # env_steps summed over ranks up to the last iteration
     bar = tqdm(range(start_iter, pc.iterations), initial=start_iter, total=pc.iterations, desc=f"finetune {cfg.policy.name}",
-               unit="itr")
+               unit="itr", disable=not dist.is_main)
     for iteration in bar:
         # -- rollout ---------------------------------------------------------------------
         T, N = pc.n_steps, pc.n_envs
@@ -186,49 +202,66 @@ def _finetune(cfg: DictConfig) -> dict:
         actor_active = iteration >= pc.critic_warmup_iters
         stats = ppo_update(agent, critic, actor_opt, critic_opt, torch.cat(conds),
                            {k: torch.cat([r[k] for r in records]) for k in records[0]}, adv.reshape(-1),
-                           returns.reshape(-1), pc, state.rngs["minibatches"], actor_active=actor_active)
+                           returns.reshape(-1), pc, state.rngs["minibatches"], actor_active=actor_active,
+                           dist=dist if dist.enabled else None)
         if actor_active:
             ema.update(policy)
 
         # -- logging, evaluation, checkpoints -------------------------------------------------
         it = iteration + 1
-        for key, value in stats.items():
-            writer.add_scalar(f"train/{key}", value, it)
-        writer.add_scalar("train/env_steps", env_steps, it)
-        writer.add_scalar("train/actor_lr", actor_opt.param_groups[0]["lr"], it)  # the lr this iteration used
+        lr_used = actor_opt.param_groups[0]["lr"]  # the lr this iteration used
         if actor_sched is not None:
             actor_sched.step()
-        writer.add_scalar("train/explained_variance", explained_var, it)  # of the critic, before the update
-        if finished:
-            writer.add_scalar("train/rollout_success_rate", successes / finished, it)
-        bar.set_postfix(env_steps=env_steps, rollout_success=f"{successes / max(finished, 1):.0%}")
+        if dist.enabled:  # every rank's env steps count; the rollout success rate over every rank's episodes
+            env_steps = int(dist.total(env_steps - step_count_before)) + step_count_before
+            successes, finished = int(dist.total(successes)), int(dist.total(finished))
+        step_count_before = env_steps
+        if writer is not None:
+            for key, value in stats.items():
+                writer.add_scalar(f"train/{key}", value, it)
+            writer.add_scalar("train/env_steps", env_steps, it)
+            writer.add_scalar("train/actor_lr", lr_used, it)
+            writer.add_scalar("train/explained_variance", explained_var, it)  # of the critic, before the update
+            if finished:
+                writer.add_scalar("train/rollout_success_rate", successes / finished, it)
+            bar.set_postfix(env_steps=env_steps, rollout_success=f"{successes / max(finished, 1):.0%}")
         is_best = False
         if ec.n_episodes and (it % ec.every == 0 or it == pc.iterations):
             results, is_best, best = selection_eval(ema.averaged, task.env_id, selection_seeds, env_kwargs, writer, it,
-                                                    best, f"iteration {it} ({env_steps} env steps)", metric=task.metric)
+                                                    best, f"iteration {it} ({env_steps} env steps)", metric=task.metric,
+                                                    evaluate=lambda *a, **k: evaluate_split(dist, *a, **k))
             history.append({"iteration": it, "env_steps": env_steps, "wall_s": time.perf_counter() - wall0,
                             "success_rate": results["success_rate"], "mean_score": results["mean_score"]})
-            writer.add_scalar("eval/success_rate_vs_env_steps", results["success_rate"], env_steps)
+            if writer is not None:
+                writer.add_scalar("eval/success_rate_vs_env_steps", results["success_rate"], env_steps)
         if it % cfg.checkpoint_every == 0 or it == pc.iterations or is_best:
             save(it, is_best)
     bar.close()
     envs.close()
+    dist.barrier()  # rank 0's last checkpoint is written before any rank reads it
 
     # the result is the last checkpoint: the running mean of every iteration's weights (`ema`); the best one
     # on the few selection seeds is tested as well (on Lift it did worse: the winner's curse, README)
     final = checkpoints.latest
     results = {"checkpoint": str(final.resolve()), "env_steps": env_steps, "curve": history}
+    test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
+    if not dist.is_main:  # join the test evaluations, which rank 0 reports
+        if ec.final_n_episodes:
+            evaluate_split(dist, load_policy(final, device=device), task.env_id, test_seeds, env_kwargs)
+            if checkpoints.best is not None and checkpoints.best.resolve() != final.resolve():
+                evaluate_split(dist, load_policy(checkpoints.best, device=device), task.env_id, test_seeds, env_kwargs)
+        return results
     if not ec.final_n_episodes:  # no test evaluation asked for
         (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
         writer.close()
         print(f"\ncheckpoint: {final}  (no test evaluation: eval.final_n_episodes=0)\n"
               f"logs:       tensorboard --logdir {run_dir / 'tb'}")
         return results
-    test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
-    results = {**evaluate_policy(load_policy(final, device=device), task.env_id, test_seeds, env_kwargs,
-                                 video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video), **results}
+    results = {**evaluate_split(dist, load_policy(final, device=device), task.env_id, test_seeds, env_kwargs,
+                                video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video), **results}
     if checkpoints.best is not None and checkpoints.best.resolve() != final.resolve():
-        best_res = evaluate_policy(load_policy(checkpoints.best, device=device), task.env_id, test_seeds, env_kwargs)
+        best_res = evaluate_split(dist, load_policy(checkpoints.best, device=device), task.env_id, test_seeds,
+                                  env_kwargs)
         results["best"] = {key: best_res[key] for key in ("success_rate", "ci95", "mean_score", "n_episodes",
                                                            "mean_length")}
         results["best"]["checkpoint"] = str(checkpoints.best.resolve())

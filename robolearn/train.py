@@ -39,12 +39,7 @@ from robolearn.policies.checkpoint import (
 from robolearn.policies.config import config_from_target
 from robolearn.policies.diffusion import check_dataset_matches
 from robolearn.policies.train_state import TrainState
-from robolearn.sim.evaluation import (
-    evaluate_policy,
-    format_results,
-    merge_results,
-    selection_eval,
-)
+from robolearn.sim.evaluation import evaluate_split, format_results, selection_eval
 from robolearn.tasks import Task, load_task
 
 #: types and ranges of the values `robolearn train` takes (configs/train.yaml, configs/policy/diffusion_*.yaml)
@@ -108,18 +103,6 @@ def training_noise(seed: int, step: int, batch_size: int, policy) -> tuple[torch
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     noise = torch.randn((batch_size, policy.horizon, policy.action_dim), generator=generator)
     return noise, torch.randint(0, policy.config.num_train_timesteps, (batch_size,), generator=generator)
-
-
-def evaluate_split(dist: Distributed, policy, env_id: str, seeds, env_kwargs: dict, **kwargs) -> dict:
-    """`evaluate_policy` with the seeds split across ranks (rank r runs every world_size-th from r) and the
-    results gathered on every rank; the video comes from rank 0's episodes."""
-    if not dist.enabled:
-        return evaluate_policy(policy, env_id, seeds, env_kwargs, **kwargs)
-    if not dist.is_main:
-        kwargs = {**kwargs, "video_path": None, "progress": False}
-    share = dist.split(list(seeds))
-    part = evaluate_policy(policy, env_id, share, env_kwargs, **kwargs) if share else None
-    return merge_results(dist.gather(part))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

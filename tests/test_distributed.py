@@ -150,3 +150,21 @@ def test_train_value_on_two_ranks_matches_one_process(demo):
     files = [p.stem for p in folder.glob("*.safetensors") if not p.stem.startswith("train_state")]
     assert files
     assert_same_params(params(demo / "q1", files), params(demo / "q2", files), atol=1e-5)
+
+
+def test_dppo_finetune_on_two_ranks_runs_their_own_envs_and_resumes_on_one(demo):
+    run(1, f"dataset={demo}/demo.zarr", f"run_dir={demo}/pre", "training.steps=10", "training.checkpoint_every=10",
+        *[o for o in TINY if not o.startswith(("policy.horizon", "policy.n_action_steps"))], *NO_EVAL, cwd=demo)
+    ft = [f"checkpoint={demo}/pre/checkpoints/latest", "policy.ft_denoising_steps=3",
+          "task.env_kwargs.max_episode_seconds=0.5", "ppo.n_envs=2", "ppo.n_steps=4", "ppo.minibatch_size=16",
+          "ppo.update_epochs=1", "ppo.critic_hidden=[16]", "ppo.critic_warmup_iters=0", "eval.every=1",
+          "eval.n_episodes=3", "eval.final_n_episodes=3", "eval.n_video=0", "threads=1"]
+    run(1, *ft, f"run_dir={demo}/ft1", "ppo.iterations=1", cwd=demo, app="finetune")
+    run(2, *ft, f"run_dir={demo}/ft2", "ppo.iterations=1", cwd=demo, app="finetune")
+    one = json.loads((demo / "ft1/eval_results.json").read_text())
+    two = json.loads((demo / "ft2/eval_results.json").read_text())
+    assert 1.5 < two["env_steps"] / one["env_steps"] < 2.5  # each rank stepped its own envs
+    assert two["seeds"] == [100000, 100001, 100002] and two["curve"][-1]["iteration"] == 1
+    run(1, *ft, f"run_dir={demo}/ft2", "ppo.iterations=2", cwd=demo, app="finetune")  # resumes on one rank
+    resumed = json.loads((demo / "ft2/eval_results.json").read_text())
+    assert [c["iteration"] for c in resumed["curve"]] == [0, 1, 2]

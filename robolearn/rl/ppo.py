@@ -124,7 +124,8 @@ def actor_lr_scheduler(actor_opt: torch.optim.Optimizer, iterations: int,
 
 
 def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torch.Tensor, record_all: dict,
-               adv: np.ndarray, returns: np.ndarray, pc, rng: np.random.Generator, actor_active: bool = True) -> dict:
+               adv: np.ndarray, returns: np.ndarray, pc, rng: np.random.Generator, actor_active: bool = True,
+               dist=None) -> dict:
     """PPO epochs over minibatches of (env step, denoising step) pairs (DPPO, Ren et al. 2024, Sec. 4.2).
 
     Args:
@@ -134,6 +135,9 @@ def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torc
         adv, returns: (M,) GAE advantages and value targets.
         pc: ppo config (update_epochs, minibatch_size, norm_adv, vf_coef, max_grad_norm, target_kl).
         actor_active: False during critic warm-up (only the critic learns).
+        dist: a `robolearn.distributed.Distributed` whose ranks update together (None: one process): every rank
+            holds its own rollouts and the same minibatch order; gradients are averaged over ranks before
+            clipping and the KL early stop uses the mean over ranks, so every rank takes the same steps.
 
     Returns mean diagnostics: pg_loss, v_loss, approx_kl, clipfrac, and the number of updates.
     """
@@ -168,6 +172,9 @@ def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torc
             actor_opt.zero_grad()
             critic_opt.zero_grad()
             loss.backward()
+            if dist is not None:
+                dist.average_gradients([*agent.params, *critic.parameters()])
+                kl = dist.mean(kl)
             torch.nn.utils.clip_grad_norm_(agent.params, pc.max_grad_norm)
             torch.nn.utils.clip_grad_norm_(critic.parameters(), pc.max_grad_norm)
             if actor_active:

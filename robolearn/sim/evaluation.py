@@ -122,6 +122,19 @@ def merge_results(parts: list[dict]) -> dict:
     return summarize(seeds, successes, rewards, lengths, video, max(p["seconds"] for p in parts if p))
 
 
+def evaluate_split(dist, policy, env_id: str, seeds, env_kwargs: dict, **kwargs) -> dict:
+    """`evaluate_policy` with the seeds split across the ranks of `dist` (a `robolearn.distributed.Distributed`;
+    rank r runs every world_size-th seed from r) and the results gathered on every rank; the video comes from
+    rank 0's episodes."""
+    if not dist.enabled:
+        return evaluate_policy(policy, env_id, seeds, env_kwargs, **kwargs)
+    if not dist.is_main:
+        kwargs = {**kwargs, "video_path": None, "progress": False}
+    share = dist.split(list(seeds))
+    part = evaluate_policy(policy, env_id, share, env_kwargs, **kwargs) if share else None
+    return merge_results(dist.gather(part))
+
+
 def with_camera_views(scene: np.ndarray, views: list[np.ndarray]) -> np.ndarray:
     """A video frame: the scene (H, W, 3) uint8 with the camera images `views` (each (h, w, 3) uint8) stacked in
     a column to its right, each scaled (nearest pixel) to H / len(views) rows. No views: the scene itself."""
