@@ -108,7 +108,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def test_a_run_killed_on_two_ranks_resumes_on_one_and_back(demo):
-    steps = 150
+    steps = 100
     common = [f"dataset={demo}/demo.zarr", f"training.steps={steps}", "training.checkpoint_every=2", *TINY, *NO_EVAL]
     run(1, *common, f"run_dir={demo}/whole", cwd=demo)
     chained = demo / "chained"
