@@ -18,13 +18,18 @@ Only rank 0 writes checkpoints, logs and prints; evaluation rollouts are split a
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from robolearn.devices import pick_device
 from robolearn.errors import UserError
+from robolearn.lock import WriterLock
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,11 @@ class Distributed:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def processes(self) -> str:
+        """", N processes" for a distributed run, "" otherwise (for a run's opening line)."""
+        return f", {self.world_size} processes" if self.enabled else ""
 
     def barrier(self) -> None:
         if self.enabled:
@@ -139,3 +149,20 @@ def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Distributed(rank, world, local), device
+
+
+@contextmanager
+def distributed_run(device: str, run_dir: str | os.PathLike) -> Iterator[tuple[Distributed, torch.device]]:
+    """A training app's process: joins torchrun's group (`init_distributed`, with the device named by the app's
+    `device` option), holds the run folder's writer lock on rank 0 (the only writer), and leaves the group at the
+    end. Yields (Distributed, this rank's device).
+
+    Raises:
+        UserError, LockError: as `init_distributed` and `WriterLock`.
+    """
+    dist, torch_device = init_distributed(pick_device(device))
+    try:
+        with WriterLock(Path(run_dir), "run folder") if dist.is_main else nullcontext():
+            yield dist, torch_device
+    finally:
+        dist.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.config_checks import Bool, Float, Int, check_config
-from robolearn.devices import pick_device
-from robolearn.distributed import Distributed, init_distributed
+from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
-from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import CheckpointManager, load_policy, save_policy
 from robolearn.policies.config import config_from_target
 from robolearn.policies.ema import EMA
@@ -78,12 +75,8 @@ def finetune(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, FINETUNE_RULES)
-    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
-    try:
-        with WriterLock(Path(cfg.run_dir), "run folder") if dist.is_main else nullcontext():
-            return _finetune(cfg, dist, device)
-    finally:
-        dist.close()
+    with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
+        return _finetune(cfg, dist, device)
 
 
 def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,8 @@ from robolearn.datasets.collection import collect_dataset
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.formats.common import imported_from
 from robolearn.datasets.replay_buffer import DatasetError
-from robolearn.devices import pick_device
-from robolearn.distributed import Distributed, init_distributed
+from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
-from robolearn.lock import WriterLock
 from robolearn.policies import EMA
 from robolearn.policies.checkpoint import (
     CheckpointManager,
@@ -131,15 +128,10 @@ def train(cfg: DictConfig) -> dict:
     """Hydra task `robolearn train` (configs/train.yaml). Returns the final evaluation results."""
     t_start = time.perf_counter()
     check_config(cfg, TRAIN_RULES)
-    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    run_dir = Path(cfg.run_dir)
-    try:
-        with WriterLock(run_dir, "run folder") if dist.is_main else nullcontext():
-            return _train(cfg, device, run_dir, t_start, dist)
-    finally:
-        dist.close()
+    with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
+        return _train(cfg, device, Path(cfg.run_dir), t_start, dist)
 
 
 def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float, dist: Distributed) -> dict:
@@ -215,9 +207,8 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float,
 
     n_params = sum(p.numel() for p in params)
     if dist.is_main:
-        ranks = f", {dist.world_size} processes" if dist.enabled else ""
         print(f"training a {n_params / 1e6:.2f}M-parameter {type(policy).__name__} on {device} "
-              f"({torch.get_num_threads()} threads{ranks}): {len(data)} train / {len(val)} val windows from "
+              f"({torch.get_num_threads()} threads{dist.processes}): {len(data)} train / {len(val)} val windows from "
               f"{dataset_path}")
     writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
     selection_seeds = range(ec.selection_seed, ec.selection_seed + ec.n_episodes)

@@ -8,7 +8,6 @@ TensorBoard logs, safetensors checkpoints, and exact resume from `<run_dir>/chec
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,8 @@ from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.datasets import LinearNormalizer
 from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
-from robolearn.devices import pick_device
-from robolearn.distributed import Distributed, init_distributed
+from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
-from robolearn.lock import WriterLock
 from robolearn.policies.checkpoint import (
     CheckpointManager,
 )
@@ -65,12 +62,8 @@ def train_value(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, TRAIN_VALUE_RULES)
-    dist, device = init_distributed(pick_device(cfg.device))  # torchrun: one process per rank
-    try:
-        with WriterLock(Path(cfg.run_dir), "run folder") if dist.is_main else nullcontext():
-            return _train_value(cfg, dist, device)
-    finally:
-        dist.close()
+    with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
+        return _train_value(cfg, dist, device)
 
 
 def _train_value(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
@@ -128,8 +121,8 @@ def _train_value(cfg: DictConfig, dist: Distributed, device: torch.device) -> di
 
     n_params = sum(p.numel() for p in q.parameters())
     if dist.is_main:
-        ranks = f" ({dist.world_size} processes)" if dist.enabled else ""
-        print(f"{cfg.algorithm}: {q_config.n_critics} critics, {n_params / 1e6:.2f}M parameters on {device}{ranks}; "
+        print(f"{cfg.algorithm}: {q_config.n_critics} critics, {n_params / 1e6:.2f}M parameters on {device}"
+              f"{dist.processes}; "
               f"{len(data)} chunk transitions from {dataset} ({int(data.success.sum())}/{len(data.success)} "
               f"successful episodes), reward convention {cfg.reward.convention}")
     writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
