@@ -81,17 +81,17 @@ class Distributed:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def mean(self, value: float) -> float:
-        """The mean of a number over ranks."""
+    def total(self, value: float) -> float:
+        """The sum of a number over ranks (float64; whole counts stay exact)."""
         if not self.enabled:
             return float(value)
         t = torch.tensor([float(value)], dtype=torch.float64)
         dist.all_reduce(t)
-        return float(t.item()) / self.world_size
+        return float(t.item())
 
-    def total(self, value: float) -> float:
-        """The sum of a number over ranks."""
-        return self.mean(value) * self.world_size
+    def mean(self, value: float) -> float:
+        """The mean of a number over ranks."""
+        return self.total(value) / self.world_size
 
     def broadcast_parameters(self, parameters) -> None:
         """Copy rank 0's values of `parameters` (and tensors) to every rank."""
