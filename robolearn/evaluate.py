@@ -54,9 +54,11 @@ def run_eval(cfg: DictConfig) -> dict:
         raise UserError("give a checkpoint folder: robolearn eval checkpoint=runs/.../checkpoints/latest")
     try:
         policy = load_policy(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device or "cpu",
-                             sampler=cfg.sampler, num_inference_steps=cfg.num_inference_steps)
+                             sampler=cfg.sampler, num_inference_steps=cfg.num_inference_steps, inference=cfg.inference)
     except CheckpointError as exc:
         raise UserError(str(exc)) from exc
+    except ValueError as exc:  # a bad sampler, num_inference_steps or inference override
+        raise UserError(f"{cfg.checkpoint}: {exc}") from exc
     try:
         check_features(policy.obs_features, task.env_shapes()[0], f"task={task.name} (env {task.env_id})")
     except ValueError as exc:
@@ -72,6 +74,7 @@ def run_eval(cfg: DictConfig) -> dict:
     results.update(checkpoint=str(cfg.checkpoint), world=task.world, policy_class=type(policy).__name__,
                    sampler=getattr(policy.config, "sampler", None),
                    num_inference_steps=getattr(policy.config, "num_inference_steps", None),
+                   inference=getattr(policy.config, "inference", None),
                    value=None if cfg.value is None else str(cfg.value),
                    rerank=None if cfg.value is None else OmegaConf.to_container(cfg.rerank))
     out.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def test_importance_ratio_is_one_before_any_update():
     agent = DiffusionAgent(policy, DPPO_CFG)
     cond = policy.encode_obs({"state": torch.rand(16, 2, 2)})
     _, record = agent.act(cond)
-    old = agent.all_log_probs(cond, record)
+    old = agent.old_log_probs(cond, record)  # recorded while acting (batch 16, the fast denoising path)
     mb = torch.randperm(16 * agent.K)[:64]
     new = agent.log_probs(cond[mb // agent.K], {"chain": record["chain"][mb // agent.K]}, mb % agent.K)
     ratio = (new - old[mb // agent.K, mb % agent.K]).exp()

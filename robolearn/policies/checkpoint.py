@@ -247,17 +247,19 @@ def save_policy(folder: Path, policy, ema_policy=None, extra_config: dict | None
 
 
 def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
-                sampler: str | None = None, num_inference_steps: int | None = None):
+                sampler: str | None = None, num_inference_steps: int | None = None, inference: str | None = None):
     """Rebuild the policy of a checkpoint folder (the `build` of its config class), without pickle.
 
     Args:
         use_ema: load the EMA weights (default; after DPPO also the fine-tuned denoiser's average) or
             the raw ones.
         sampler, num_inference_steps: override the saved sampling settings.
+        inference: override the sampling loop ("eager" | "fast" | "compiled", `DiffusionPolicy.set_inference`).
 
     Raises:
         FileNotFoundError: the folder does not exist.
         CheckpointError: a required file is missing or does not match the config.
+        ValueError: an unknown sampler or inference mode, or steps out of range.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -283,6 +285,8 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     policy = build_checked(folder, lambda: policy_config.build(normalizer), weights)
     if (sampler or num_inference_steps) and hasattr(policy, "set_sampler"):
         policy.set_sampler(sampler or policy_config.sampler, num_inference_steps or policy_config.num_inference_steps)
+    if inference and hasattr(policy, "set_inference"):
+        policy.set_inference(inference)
     return policy.to(device).eval()
 
 

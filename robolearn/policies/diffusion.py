@@ -11,6 +11,7 @@ executed (action chunking, Sec. IV-C). Training uses the DDPM objective of Ho et
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,8 +20,19 @@ from torch import nn
 
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.policies.config import SerializableConfig
+from robolearn.policies.fast_unet import FastUnetCache
 from robolearn.policies.features import ObsEncoder, ObsFeature, check_features
+from robolearn.policies.schedule import DenoisingSchedule
 from robolearn.policies.unet1d import ConditionalUnet1D
+
+#: The sampling loops of `DiffusionPolicy.sample`, all giving the same actions for the same noise (to float
+#: tolerance; tests/test_fast_inference.py):
+#: - "eager": the reference: the U-Net's `forward` and the `diffusers` scheduler's `step` at every step;
+#: - "fast": observation features and FiLM once per decision, step embeddings and scheduler coefficients once
+#:   per sampler, packed CPU weights (`robolearn.policies.fast_unet`);
+#: - "compiled": the fast loop's denoiser through `torch.compile` (on CUDA with CUDA graphs,
+#:   mode "reduce-overhead"), compiled on first use per batch size (tens of seconds on a CPU).
+INFERENCE_MODES = ("eager", "fast", "compiled")
 
 
 @dataclass
@@ -37,6 +49,7 @@ class DiffusionPolicyConfig(SerializableConfig):
         sampler: "ddim" or "ddpm" at inference; num_inference_steps: denoising steps.
         ft_denoising_steps: after DPPO fine-tuning, the last this-many denoising steps run the
             fine-tuned denoiser `ft_model` and the earlier ones the pretrained `model` (0: none).
+        inference: the sampling loop (`INFERENCE_MODES`): "fast" (default), "compiled" or "eager" (the reference).
     """
 
     obs_features: dict
@@ -55,6 +68,7 @@ class DiffusionPolicyConfig(SerializableConfig):
     num_inference_steps: int = 10
     ft_denoising_steps: int = 0
     image_encoder: dict = field(default_factory=dict)  # rgb features' encoders (`robolearn.policies.vision`)
+    inference: str = "fast"
 
     def build(self, normalizer: LinearNormalizer) -> DiffusionPolicy:
         return DiffusionPolicy(self, normalizer)
@@ -94,6 +108,7 @@ class DiffusionPolicy(nn.Module):
             num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
             clip_sample=config.clip_sample, prediction_type="epsilon", variance_type="fixed_small")
         self.set_sampler(config.sampler, config.num_inference_steps)
+        self.set_inference(config.inference)
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -144,14 +159,33 @@ class DiffusionPolicy(nn.Module):
             self.sample_scheduler = DDPMScheduler.from_config(base)
             self._step_kwargs = {}
         self.sample_scheduler.set_timesteps(num_inference_steps)
+        self.schedule = DenoisingSchedule.from_scheduler(self.sample_scheduler)
         self.config.sampler, self.config.num_inference_steps = sampler, num_inference_steps
+
+    def set_inference(self, mode: str) -> None:
+        """Choose the sampling loop, one of `INFERENCE_MODES` (no effect on results beyond float rounding).
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {list(INFERENCE_MODES)}, got {mode!r}")
+        self.config.inference = mode
+        # derived weights, rebuilt when the weights change; never saved
+        self._fast_views = {name: FastUnetCache(pack=mode == "fast") for name in ("model", "ft_model")}
+        self._compiled: dict = {}
+
+    def denoiser_name(self, index: int, n_steps: int) -> str:
+        """"ft_model" for the last `ft_denoising_steps` of `n_steps` denoising steps (DPPO, Ren et al. 2024,
+        Sec. 4.2), else "model": which network runs denoising step `index` (0 = noisiest)."""
+        if self.ft_model is not None and index >= n_steps - self.config.ft_denoising_steps:
+            return "ft_model"
+        return "model"
 
     def denoiser(self, index: int, n_steps: int) -> nn.Module:
         """The network for denoising step `index` of `n_steps` (0 = noisiest): the fine-tuned one
-        for the last `ft_denoising_steps` steps (DPPO, Ren et al. 2024, Sec. 4.2), else the pretrained one."""
-        if self.ft_model is not None and index >= n_steps - self.config.ft_denoising_steps:
-            return self.ft_model
-        return self.model
+        for the last `ft_denoising_steps` steps, else the pretrained one (`denoiser_name`)."""
+        return getattr(self, self.denoiser_name(index, n_steps))
 
     # -- observations --------------------------------------------------------------------
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -197,13 +231,48 @@ class DiffusionPolicy(nn.Module):
         cond = cond.repeat_interleave(num_samples, dim=0)
         x = torch.randn((batch * num_samples, self.horizon, self.action_dim), device=cond.device,
                         generator=generator)
-        scheduler = self.sample_scheduler
-        n_steps = len(scheduler.timesteps)
-        for i, t in enumerate(scheduler.timesteps):
-            eps = self.denoiser(i, n_steps)(x, t.to(cond.device), cond)
-            x = scheduler.step(eps, t, x, generator=generator, **self._step_kwargs).prev_sample
+        if self.config.inference == "eager" or self.training:
+            scheduler = self.sample_scheduler
+            n_steps = len(scheduler.timesteps)
+            for i, t in enumerate(scheduler.timesteps):
+                eps = self.denoiser(i, n_steps)(x, t.to(cond.device), cond)
+                x = scheduler.step(eps, t, x, generator=generator, **self._step_kwargs).prev_sample
+        else:
+            x = self._denoise_fast(x, cond, generator)
         action = self.normalizer.unnormalize("action", x)
         return action.reshape(batch, num_samples, self.horizon, self.action_dim)
+
+    def fast_denoiser(self, name: str, index: int, cond: torch.Tensor,
+                      films: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The fast path's eps(x) (B, H, Da) -> (B, H, Da) of network `name` ("model" or "ft_model") at step
+        `index` of `self.schedule`, for one decision's conditioning `cond` (B, cond_dim): FiLM precomputed,
+        compiled in "compiled" mode. `films`: a dict the caller starts empty for each decision (each network's
+        view and the observation part of its FiLM, computed once per decision). Call under torch.no_grad()."""
+        if name not in films:
+            view = self._fast_views[name].get(getattr(self, name), self.schedule.timesteps,
+                                              cond.shape[0] * self.horizon)
+            films[name] = (view, view.obs_film(cond))
+        view, obs_film = films[name]
+        film = view.film(obs_film, index)
+        if self.config.inference != "compiled":
+            return lambda x: view(x, film)
+        if self._compiled.get(name, (None,))[0] is not view:
+            mode = "reduce-overhead" if cond.device.type == "cuda" else "default"  # CUDA graphs on CUDA
+            self._compiled[name] = (view, torch.compile(view.__call__, mode=mode, dynamic=False))
+        compiled = self._compiled[name][1]
+        return lambda x: compiled(x, film)
+
+    def _denoise_fast(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The fast sampling loop from noise x (B, H, Da): DDIM (eta 0) or DDPM steps of `self.schedule`."""
+        schedule = self.schedule
+        n_steps = len(schedule)
+        films = {}
+        for i in range(n_steps):
+            eps = self.fast_denoiser(self.denoiser_name(i, n_steps), i, cond, films)(x)
+            x, std = schedule.mean_std(eps, x, i, eta=0.0)
+            if not schedule.ddim and schedule.timesteps[i] > 0:  # diffusers' DDPM adds no noise at t = 0
+                x = x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x
 
     def sample_chunks(self, obs: dict[str, torch.Tensor], k: int,
                       generator: torch.Generator | None = None) -> torch.Tensor:

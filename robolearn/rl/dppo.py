@@ -17,65 +17,10 @@ rows of the chunk and the action dimensions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from diffusers import DDIMScheduler
 
 from robolearn.policies.diffusion import DiffusionPolicy
-
-
-@dataclass
-class DenoisingSchedule:
-    """Per-denoising-step coefficients of the policy's sampler, as tensors of shape (K,).
-
-    For DDPM (posterior q(x_{t-1} | x_t, x0), Ho et al. 2020, eq. 7):
-        mean = c_x0 * x0 + c_xt * x_t, std = sqrt(beta_tilde).
-    For DDIM (Song et al. 2021, eq. 12) with eta:
-        sigma = eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev),
-        mean = sqrt(a_prev) * x0 + sqrt(1 - a_prev - sigma^2) * eps(x0).
-    """
-
-    timesteps: torch.Tensor
-    alpha_t: torch.Tensor  # cumulative alpha at t
-    alpha_prev: torch.Tensor  # cumulative alpha at the next (less noisy) step; 1 after the last
-    ddim: bool
-
-    @classmethod
-    def from_policy(cls, policy: DiffusionPolicy) -> DenoisingSchedule:
-        sched = policy.sample_scheduler
-        ac = sched.alphas_cumprod.double()
-        ts = sched.timesteps.long()
-        ddim = isinstance(sched, DDIMScheduler)
-        if ddim:
-            final = sched.final_alpha_cumprod.double()
-        else:
-            final = torch.tensor(1.0, dtype=torch.float64)
-        prev = torch.cat([ac[ts[1:]], final.reshape(1)])
-        return cls(ts, ac[ts], prev, ddim)
-
-    def __len__(self) -> int:
-        return len(self.timesteps)
-
-    def mean_std(self, eps: torch.Tensor, x: torch.Tensor, index: torch.Tensor, eta: float = 1.0,
-                 clip: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (B, H, Da) and std (B, 1, 1) of p(x_{t-1} | x_t) at step `index` (B,) long.
-
-        `eta` matters for DDIM only (1: as stochastic as DDPM; 0: deterministic).
-        """
-        a_t = self.alpha_t.to(x.device)[index].view(-1, 1, 1)
-        a_prev = self.alpha_prev.to(x.device)[index].view(-1, 1, 1)
-        x0 = ((x.double() - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()).clamp(-clip, clip)
-        if self.ddim:
-            eps_hat = (x.double() - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-            mean = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
-            std = sigma
-        else:
-            beta = 1 - a_t / a_prev
-            mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x
-            std = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=0).sqrt()
-        return mean.to(x.dtype), std.to(x.dtype)
+from robolearn.policies.schedule import DenoisingSchedule
 
 
 def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -100,7 +45,7 @@ class DPPOActor:
         if policy.ft_model is None:
             raise ValueError("DPPO needs a policy with ft_denoising_steps > 0")
         self.policy = policy
-        self.schedule = DenoisingSchedule.from_policy(policy)
+        self.schedule = DenoisingSchedule.from_scheduler(policy.sample_scheduler)
         self.K = len(self.schedule)
         self.K_ft = policy.config.ft_denoising_steps
         if not 1 <= self.K_ft <= self.K:
@@ -111,37 +56,50 @@ class DPPOActor:
         self.rows = slice(start, start + policy.n_action_steps)  # executed rows of the chunk
 
     @torch.no_grad()
-    def sample_chain(self, cond: torch.Tensor, deterministic: bool = False,
-                     generator: torch.Generator | None = None, use_ft: bool = True) -> torch.Tensor:
+    def sample_chain(self, cond: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+                     use_ft: bool = True, return_log_probs: bool = False):
         """Denoise from noise, recording the fine-tuned part of the chain.
+
+        Runs the policy's fast denoising path (`DiffusionPolicy.fast_denoiser`: FiLM once per decision) unless
+        its `inference` is "eager".
 
         Args:
             cond: (B, cond_dim) normalized flattened observation history (`policy.encode_obs`).
             deterministic: std 0 (DDIM eta 0; DDPM mean only) instead of the floored std.
             use_ft: False runs the frozen pretrained network at every step (the BC target).
+            return_log_probs: also return the log-probs of the sampled fine-tuned steps under the network that
+                sampled them (`log_prob` of the recorded chain before any update: PPO's old log-probs).
 
         Returns:
             chain (B, K_ft + 1, horizon, Da) in normalized action units: chain[:, 0] is the
-            input of the first fine-tuned step, chain[:, -1] the final denoised sequence.
+            input of the first fine-tuned step, chain[:, -1] the final denoised sequence;
+            with return_log_probs, (chain, log-probs (B, K_ft)).
         """
         p = self.policy
         B = cond.shape[0]
         x = torch.randn((B, p.horizon, p.action_dim), device=cond.device, generator=generator)
-        chain = []
+        schedule = self.schedule.to(cond.device)
+        fast, films = p.config.inference != "eager", {}
+        chain, log_probs = [], []
         for i in range(self.K):
+            name = p.denoiser_name(i, self.K) if use_ft else "model"
+            if fast:
+                eps = p.fast_denoiser(name, i, cond, films)(x)
+            else:
+                eps = getattr(p, name)(x, schedule.timesteps[i], cond)
+            mean, std = schedule.mean_std(eps, x, i, eta=0.0 if deterministic else self.eta)
+            x_prev = mean
+            if not deterministic:
+                z = torch.randn(x.shape, device=x.device, generator=generator).clamp(-self.randn_clip, self.randn_clip)
+                x_prev = mean + std.clamp(min=self.min_sampling_std) * z
             if i >= self.K - self.K_ft:
                 chain.append(x)
-            net = p.denoiser(i, self.K) if use_ft else p.model
-            index = torch.full((B,), i, device=cond.device, dtype=torch.long)
-            eps = net(x, self.schedule.timesteps[i].to(cond.device), cond)
-            mean, std = self.schedule.mean_std(eps, x, index, eta=0.0 if deterministic else self.eta)
-            if deterministic:
-                x = mean
-            else:
-                z = torch.randn(x.shape, device=x.device, generator=generator).clamp(-self.randn_clip, self.randn_clip)
-                x = mean + std.clamp(min=self.min_sampling_std) * z
-        chain.append(x)
-        return torch.stack(chain, dim=1)
+                if return_log_probs:
+                    logp = gaussian_logprob(x_prev, mean, std.clamp(min=self.min_logprob_std))
+                    log_probs.append(logp[:, self.rows].mean(dim=(1, 2)))
+            x = x_prev
+        chain = torch.stack([*chain, x], dim=1)
+        return (chain, torch.stack(log_probs, dim=1)) if return_log_probs else chain
 
     def log_prob(self, cond: torch.Tensor, x_t: torch.Tensor, x_prev: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """log p_theta(x_prev | x_t, obs) of fine-tuned step k (B,) in [0, K_ft), under `ft_model`.
@@ -154,16 +112,6 @@ class DPPOActor:
         mean, std = self.schedule.mean_std(eps, x_t, index, eta=self.eta)
         logp = gaussian_logprob(x_prev, mean, std.clamp(min=self.min_logprob_std))
         return logp[:, self.rows].mean(dim=(1, 2))
-
-    def chain_log_probs(self, cond: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
-        """log-probs of every fine-tuned step of recorded chains: (B, K_ft)."""
-        B = cond.shape[0]
-        ks = torch.arange(self.K_ft, device=cond.device)
-        flat_k = ks.repeat(B)
-        flat_cond = cond.repeat_interleave(self.K_ft, dim=0)
-        x_t = chain[:, :-1].reshape(B * self.K_ft, *chain.shape[2:])
-        x_prev = chain[:, 1:].reshape(B * self.K_ft, *chain.shape[2:])
-        return self.log_prob(flat_cond, x_t, x_prev, flat_k).view(B, self.K_ft)
 
     def chunk(self, chain: torch.Tensor) -> torch.Tensor:
         """Executed action chunk (B, n_action_steps, Da) in raw units from recorded chains."""

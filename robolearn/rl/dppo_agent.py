@@ -109,8 +109,8 @@ class DiffusionAgent:
         self.params = list(policy.ft_model.parameters())
 
     def act(self, cond: torch.Tensor) -> tuple[np.ndarray, dict]:
-        chain = self.actor.sample_chain(cond)
-        record = {"chain": chain}
+        chain, logp = self.actor.sample_chain(cond, return_log_probs=True)
+        record = {"chain": chain, "logp": logp}
         if self.bc_coef > 0:
             record["base_chain"] = self.actor.sample_chain(cond, use_ft=False)
         return self.actor.chunk(chain).cpu().numpy(), record
@@ -119,8 +119,10 @@ class DiffusionAgent:
         chain = record[key]
         return self.actor.log_prob(cond, chain[torch.arange(len(k)), k], chain[torch.arange(len(k)), k + 1], k)
 
-    def all_log_probs(self, cond: torch.Tensor, record: dict) -> torch.Tensor:
-        return self.actor.chain_log_probs(cond, record["chain"])
+    def old_log_probs(self, cond: torch.Tensor, record: dict) -> torch.Tensor:
+        """The log-probs (M, K) of every recorded fine-tuned step under the weights that acted, recorded while
+        acting (the denoiser's outputs are not computed twice)."""
+        return record["logp"]
 
     def extra_loss(self, cond: torch.Tensor, record: dict, k: torch.Tensor) -> torch.Tensor:
         """BC regularizer: log-likelihood under the fine-tuned steps of chains from the frozen policy."""

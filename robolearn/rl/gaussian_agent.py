@@ -85,7 +85,7 @@ class GaussianAgent:
     def log_probs(self, cond: torch.Tensor, record: dict, k: torch.Tensor) -> torch.Tensor:
         return self.policy.log_prob(cond, record["chunk"])
 
-    def all_log_probs(self, cond: torch.Tensor, record: dict) -> torch.Tensor:
+    def old_log_probs(self, cond: torch.Tensor, record: dict) -> torch.Tensor:
         return self.policy.log_prob(cond, record["chunk"])[:, None]
 
     def extra_loss(self, cond, record, k) -> torch.Tensor:

@@ -143,7 +143,7 @@ def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torc
     """
     device = cond_all.device
     with torch.no_grad():
-        old_logp = agent.all_log_probs(cond_all, record_all)  # (M, K)
+        old_logp = agent.old_log_probs(cond_all, record_all)  # (M, K), under the weights that acted
     adv_t = torch.as_tensor(adv, dtype=torch.float32, device=device)
     ret_t = torch.as_tensor(returns, dtype=torch.float32, device=device)
     clip, weight = agent.clip.to(device), agent.adv_weight.to(device)

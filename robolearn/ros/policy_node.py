@@ -53,6 +53,7 @@ from robolearn.sim.arm import JOINT_NAMES
 
 PARAMETERS = {
     "checkpoint": "", "value": "", "rerank_k": 16, "rerank_temperature": 0.0, "num_inference_steps": 0,
+    "inference": "",
     "device": "cpu", "threads": 1, "control_hz": 20.0, "controller": "position_controller",
     "command_interface": "commands", "joint_names": list(JOINT_NAMES), **TOPIC_DEFAULTS, "obs_timeout": 0.25,
     "replan_margin": 1, "estop_topic": "/e_stop", "episode_topic": "/robolearn/episode", "seed": 0,
@@ -153,7 +154,7 @@ def load_deployed_policy(params: dict):
     """The policy of `checkpoint`, wrapped in value re-ranking when `value` is given.
 
     Raises:
-        ValueError: no checkpoint given, or a Q-function that does not fit the policy.
+        ValueError: no checkpoint given, an unknown `inference`, or a Q-function that does not fit the policy.
         FileNotFoundError, CheckpointError: as `load_policy` / `load_q_function`.
     """
     from robolearn.policies.checkpoint import load_policy
@@ -161,12 +162,18 @@ def load_deployed_policy(params: dict):
     if not params["checkpoint"]:
         raise ValueError("policy_node needs the parameter checkpoint (a checkpoint folder)")
     policy = load_policy(params["checkpoint"], device=params["device"],
-                         num_inference_steps=int(params["num_inference_steps"]) or None)
+                         num_inference_steps=int(params["num_inference_steps"]) or None,
+                         inference=params["inference"] or None)
     if params["value"]:
         from robolearn.value import ValueGuidedPolicy, load_q_function
 
         policy = ValueGuidedPolicy(policy, load_q_function(params["value"], device=params["device"]),
                                    k=int(params["rerank_k"]), temperature=float(params["rerank_temperature"]))
+    if params["inference"] == "compiled":  # compile now (tens of seconds on a CPU), not at the first observation
+        obs = {key: torch.zeros((1, policy.n_obs_steps, *f.shape), device=policy.device,
+                                dtype=torch.uint8 if f.type == "rgb" else torch.float32)
+               for key, f in policy.obs_features.items()}
+        policy.predict_action(obs)
     return policy
 
 
