@@ -4,7 +4,7 @@
 
 Both run `robolearn finetune` at its default settings (Lift, 32 envs x 50 decisions, 5 PPO epochs) from the
 same pretrained Diffusion Policy (`bench/finetune.py`'s start: 200 demonstrations with recoveries, 20 DDPM
-steps, 750 training steps), with the actor updating from the first iteration and no evaluation. The older
+steps, 750 training steps; trained by the older code), with the actor updating from the first iteration and no evaluation. The older
 commit runs from a `git worktree` of it. Each run's rate is taken from its TensorBoard log (`train/env_steps`
 and its wall-clock stamps) between the end of its first iteration and the end of its last, so start-up is
 left out. The two code paths alternate within every repeat; the script prints every rate, the medians and
@@ -61,9 +61,10 @@ def main() -> None:
     if not (pretrain / "checkpoints" / "latest").exists():
         robolearn("collect", "n_episodes=200", "task.expert.failure_rate=0.3", "task.expert.max_retries=1",
                   f"output={dataset}", "overwrite=true")
+        # by the older code, whose checkpoint both read (a newer config may hold keys the older one lacks)
         robolearn("train", "policy=diffusion_unet_ddpm20", f"dataset={dataset}", f"run_dir={pretrain}",
                   "training.steps=750", "training.warmup_steps=200", "eval.n_episodes=0", "eval.final_n_episodes=0",
-                  "eval.n_video=0", "threads=1")
+                  "eval.n_video=0", "threads=1", code=old_code)
     common = [f"checkpoint={pretrain}/checkpoints/latest", f"dataset={dataset}", f"threads={args.threads}",
               f"ppo.iterations={args.iterations}", "ppo.critic_warmup_iters=0", "eval.n_episodes=0",
               "eval.final_n_episodes=0", "checkpoint_every=1000"]

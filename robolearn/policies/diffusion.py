@@ -173,7 +173,6 @@ class DiffusionPolicy(nn.Module):
         self.config.inference = mode
         # derived weights, rebuilt when the weights change; never saved
         self._fast_views = {name: FastUnetCache(pack=mode == "fast") for name in ("model", "ft_model")}
-        self._compiled: dict = {}
 
     def denoiser_name(self, index: int, n_steps: int) -> str:
         """"ft_model" for the last `ft_denoising_steps` of `n_steps` denoising steps (DPPO, Ren et al. 2024,
@@ -242,25 +241,26 @@ class DiffusionPolicy(nn.Module):
         action = self.normalizer.unnormalize("action", x)
         return action.reshape(batch, num_samples, self.horizon, self.action_dim)
 
-    def fast_denoiser(self, name: str, index: int, cond: torch.Tensor,
-                      films: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fast_denoiser(self, name: str, index: int, cond: torch.Tensor, films: dict,
+                      compiled: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
         """The fast path's eps(x) (B, H, Da) -> (B, H, Da) of network `name` ("model" or "ft_model") at step
-        `index` of `self.schedule`, for one decision's conditioning `cond` (B, cond_dim): FiLM precomputed,
-        compiled in "compiled" mode. `films`: a dict the caller starts empty for each decision (each network's
-        view and the observation part of its FiLM, computed once per decision). Call under torch.no_grad()."""
+        `index` of `self.schedule`, for one decision's conditioning `cond` (B, cond_dim), with FiLM precomputed.
+
+        Args:
+            films: a dict the caller starts empty for each decision (each network's view and the observation
+                part of its FiLM, computed once per decision in it).
+            compiled: in "compiled" mode, run the compiled denoiser (False: the fast one; for weights that
+                change between calls, which would compile again).
+        Call under torch.no_grad().
+        """
         if name not in films:
-            view = self._fast_views[name].get(getattr(self, name), self.schedule.timesteps,
-                                              cond.shape[0] * self.horizon)
-            films[name] = (view, view.obs_film(cond))
-        view, obs_film = films[name]
+            cache = self._fast_views[name]
+            view = cache.get(getattr(self, name), self.schedule.timesteps, cond.shape[0] * self.horizon)
+            run = cache.compiled() if compiled and self.config.inference == "compiled" else view
+            films[name] = (view, run, view.obs_film(cond))
+        view, run, obs_film = films[name]
         film = view.film(obs_film, index)
-        if self.config.inference != "compiled":
-            return lambda x: view(x, film)
-        if self._compiled.get(name, (None,))[0] is not view:
-            mode = "reduce-overhead" if cond.device.type == "cuda" else "default"  # CUDA graphs on CUDA
-            self._compiled[name] = (view, torch.compile(view.__call__, mode=mode, dynamic=False))
-        compiled = self._compiled[name][1]
-        return lambda x: compiled(x, film)
+        return lambda x: run(x, film)
 
     def _denoise_fast(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The fast sampling loop from noise x (B, H, Da): DDIM (eta 0) or DDPM steps of `self.schedule`."""

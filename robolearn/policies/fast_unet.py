@@ -19,6 +19,8 @@ by `FastUnetCache` whenever a parameter changes in place (optimizer steps, EMA u
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -163,6 +165,7 @@ class FastUnetCache:
         self._key = None
         self._view: FastUnet1D | None = None
         self._params: tuple[int, list] = (0, [])
+        self._compiled: tuple[FastUnet1D | None, Callable | None] = (None, None)
 
     def get(self, unet: ConditionalUnet1D, timesteps: torch.Tensor, rows_hint: int = 16) -> FastUnet1D:
         if self._params[0] != id(unet):
@@ -171,6 +174,18 @@ class FastUnetCache:
         if key != self._key:
             self._view, self._key = FastUnet1D(unet, timesteps, rows_hint, self.pack), key
         return self._view
+
+    def compiled(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`torch.compile` of the last view's `__call__`, made again for a new view (so after weight changes:
+        a loop whose weights change every iteration, like DPPO's rollouts, should not use it). On CUDA with
+        mode "reduce-overhead": CUDA graphs, recorded per batch size."""
+        view = self._view
+        if view is None:
+            raise RuntimeError("FastUnetCache.compiled before get: there is no view to compile")
+        if self._compiled[0] is not view:
+            mode = "reduce-overhead" if view.step_film.device.type == "cuda" else "default"
+            self._compiled = (view, torch.compile(view.__call__, mode=mode, dynamic=False))
+        return self._compiled[1]
 
     def __deepcopy__(self, memo) -> FastUnetCache:
         return FastUnetCache(self.pack)  # a copied policy builds its own view (packed weights do not copy)

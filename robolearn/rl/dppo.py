@@ -60,8 +60,8 @@ class DPPOActor:
                      use_ft: bool = True, return_log_probs: bool = False):
         """Denoise from noise, recording the fine-tuned part of the chain.
 
-        Runs the policy's fast denoising path (`DiffusionPolicy.fast_denoiser`: FiLM once per decision) unless
-        its `inference` is "eager".
+        Runs the policy's fast denoising path (`DiffusionPolicy.fast_denoiser`: FiLM once per decision; never
+        the compiled one, as the fine-tuned weights change every iteration) unless its `inference` is "eager".
 
         Args:
             cond: (B, cond_dim) normalized flattened observation history (`policy.encode_obs`).
@@ -84,7 +84,7 @@ class DPPOActor:
         for i in range(self.K):
             name = p.denoiser_name(i, self.K) if use_ft else "model"
             if fast:
-                eps = p.fast_denoiser(name, i, cond, films)(x)
+                eps = p.fast_denoiser(name, i, cond, films, compiled=False)(x)
             else:
                 eps = getattr(p, name)(x, schedule.timesteps[i], cond)
             mean, std = schedule.mean_std(eps, x, i, eta=0.0 if deterministic else self.eta)
