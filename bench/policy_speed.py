@@ -9,6 +9,7 @@ this run, it prints:
 - training throughput, samples/s (batch 256: noise, forward, backward, AdamW step),
 - single-chunk latency at batch 1, DDIM-10 and DDPM-100 (median and p95, ms),
 - latency of sampling 16 candidate chunks in one batched DDIM-10 pass (value re-ranking),
+training throughput also with the U-Net through `torch.compile` (unless --no-compiled),
 each chunk latency for the three sampling loops (`inference=eager|fast|compiled`, robolearn.policies.diffusion),
 timed in turn within every repeat so that the machine's noise hits them alike, with the ratios fast / eager and
 compiled / eager, and the compile time of the compiled loop (its first call per batch size).
@@ -40,9 +41,15 @@ def make_policy(obs_dim: int, action_dim: int, down_dims: list[int], step_embed_
     return DiffusionPolicy(config, normalizer)
 
 
-def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int = 8) -> float:
+def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int = 8, compiled: bool = False) -> float:
+    """Training samples/s at `batch_size` (noise, forward, backward, AdamW step), median of `steps` steps after two
+    warm-up steps; `compiled`: on a copy whose U-Net runs through `torch.compile` (compiled in the warm-up)."""
+    if compiled:
+        policy = copy.deepcopy(policy)
+        policy.model = torch.compile(policy.model)
     obs_dim, action_dim = policy.obs_features["obs"].size, policy.action_dim
-    batch = {"obs": {"obs": torch.randn(batch_size, 2, obs_dim)}, "action": torch.randn(batch_size, 16, action_dim)}
+    batch = {"obs": {"obs": torch.randn(batch_size, 2, obs_dim, device=policy.device)},
+             "action": torch.randn(batch_size, 16, action_dim, device=policy.device)}
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     policy.train()
     times = []
@@ -52,6 +59,7 @@ def train_throughput(policy: DiffusionPolicy, batch_size: int = 256, steps: int 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        sync(policy.device)
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
     return batch_size / float(np.median(times))
@@ -111,6 +119,8 @@ def main() -> None:
     for name, policy in nets.items():
         params = sum(p.numel() for p in policy.model.parameters())
         rows[name] = {"params (M)": params / 1e6, "train samples/s (B=256)": train_throughput(policy)}
+        if not args.no_compiled:
+            rows[name]["train samples/s (B=256), compiled U-Net"] = train_throughput(policy, compiled=True)
         for label, sampler, steps, k, repeats in (("DDIM-10 B=1", "ddim", 10, 1, args.repeats),
                                                   ("DDPM-100 B=1", "ddpm", 100, 1, max(5, args.repeats // 5)),
                                                   ("DDIM-10 16 candidates", "ddim", 10, 16, args.repeats)):

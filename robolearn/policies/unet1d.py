@@ -31,12 +31,32 @@ class SinusoidalStepEmbedding(nn.Module):
         return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+#: On CPU, U-Nets no wider than this run their temporal convolutions as 2-D convolutions over (B, C, 1, T) in
+#: channels-last memory (oneDNN's NHWC kernels): forward + backward 1.3x faster for the default [32, 64, 128] and
+#: for [64, 128, 256] at batch 256, and for DPPO's [32, 64] at batch 8,000; 15-20% slower for [128, 256, 512] and
+#: the reference [256, 512, 1024] (measured on our 2 cores). The weights stay Conv1d's: checkpoints are unchanged.
+CHANNELS_LAST_MAX_WIDTH = 256
+
+
+def conv(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Apply a Conv1d or ConvTranspose1d (or Identity) to (B, C, T), or to (B, C, 1, T) channels-last as 2-D."""
+    if x.ndim == 3 or isinstance(module, nn.Identity):
+        return module(x)
+    stride, padding = (1, module.stride[0]), (0, module.padding[0])
+    if isinstance(module, nn.ConvTranspose1d):
+        return nn.functional.conv_transpose2d(x, module.weight.unsqueeze(2), module.bias, stride, padding)
+    return nn.functional.conv2d(x, module.weight.unsqueeze(2), module.bias, stride, padding)
+
+
 class Conv1dBlock(nn.Sequential):
-    """Conv1d (same padding) -> GroupNorm -> Mish, on (B, C, T)."""
+    """Conv1d (same padding) -> GroupNorm -> Mish, on (B, C, T) or (B, C, 1, T) (see `conv`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int):
         super().__init__(nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
                          nn.GroupNorm(n_groups, out_channels), nn.Mish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](self[1](conv(x, self[0])))
 
 
 class FiLMResidualBlock(nn.Module):
@@ -52,9 +72,10 @@ class FiLMResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
-        scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        film = self.film(cond)
+        scale, bias = film.view(*film.shape, *[1] * (x.ndim - 2)).chunk(2, dim=1)
         h = self.block2(h * scale + bias)
-        return h + self.residual(x)
+        return h + conv(x, self.residual)
 
 
 class ConditionalUnet1D(nn.Module):
@@ -111,6 +132,7 @@ class ConditionalUnet1D(nn.Module):
             self.up.append(nn.ModuleList([block(2 * o, i), block(i, i), nn.ConvTranspose1d(i, i, 4, stride=2, padding=1)]))
         self.final = nn.Sequential(Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
                                    nn.Conv1d(down_dims[0], action_dim, 1))
+        self.channels_last_on_cpu = max(down_dims) <= CHANNELS_LAST_MAX_WIDTH and torch.backends.mkldnn.is_available()
 
     def forward(self, sample: torch.Tensor, timestep, cond: torch.Tensor) -> torch.Tensor:
         batch = sample.shape[0]
@@ -119,14 +141,18 @@ class ConditionalUnet1D(nn.Module):
             timestep = timestep.expand(batch)
         c = torch.cat([self.step_encoder(timestep), cond], dim=-1)
         x = sample.transpose(1, 2)  # (B, Da, T)
+        as_2d = self.channels_last_on_cpu and x.device.type == "cpu"
+        if as_2d:  # (B, Da, 1, T), channels last (`CHANNELS_LAST_MAX_WIDTH`)
+            x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         skips = []  # the deepest level's output is not used as a skip (it feeds the middle directly)
         for res1, res2, downsample in self.down:
             x = res2(res1(x, c), c)
             skips.append(x)
-            x = downsample(x)
+            x = conv(x, downsample)
         for res in self.mid:
             x = res(x, c)
         for res1, res2, upsample in self.up:
             x = torch.cat([x, skips.pop()], dim=1)
-            x = upsample(res2(res1(x, c), c))
-        return self.final(x).transpose(1, 2)
+            x = conv(res2(res1(x, c), c), upsample)
+        x = conv(self.final[0](x), self.final[1])
+        return (x.squeeze(2) if as_2d else x).transpose(1, 2)
