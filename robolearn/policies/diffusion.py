@@ -264,14 +264,16 @@ class DiffusionPolicy(nn.Module):
 
     def _denoise_fast(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The fast sampling loop from noise x (B, H, Da): DDIM (eta 0) or DDPM steps of `self.schedule`."""
-        schedule = self.schedule
+        schedule = self.schedule.to(x.device)  # once per decision, not per step
         n_steps = len(schedule)
         films = {}
-        for i in range(n_steps):
+        for i, t in enumerate(self.schedule.timesteps.tolist()):
             eps = self.fast_denoiser(self.denoiser_name(i, n_steps), i, cond, films)(x)
             x, std = schedule.mean_std(eps, x, i, eta=0.0)
-            if not schedule.ddim and schedule.timesteps[i] > 0:  # diffusers' DDPM adds no noise at t = 0
-                x = x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if not schedule.ddim and t > 0:  # diffusers' DDPM adds no noise at t = 0
+                # drawn on the generator's device, as diffusers' `randn_tensor` does
+                device = generator.device if generator is not None else x.device
+                x = x + std * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
         return x
 
     def sample_chunks(self, obs: dict[str, torch.Tensor], k: int,
