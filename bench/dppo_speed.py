@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,10 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, code in (("old", old_code), ("new", None)):
             run_dir = out / f"{name}_{repeat}"
-            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            if run_dir.exists():  # an earlier run of this bench; anything else is left alone
+                if not (run_dir / "tb").is_dir() and not (run_dir / "checkpoints").is_dir():
+                    raise SystemExit(f"{run_dir} exists and is not a robolearn run folder; choose another --out")
+                shutil.rmtree(run_dir)
             robolearn("finetune", *common, f"run_dir={run_dir}", code=code)
             rates[name].append(env_steps_per_second(run_dir))
             print(f"{name} (repeat {repeat}): {rates[name][-1]:,.0f} env steps/s", flush=True)
