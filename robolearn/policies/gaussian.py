@@ -10,6 +10,7 @@ from torch import nn
 from robolearn.datasets.normalizer import LinearNormalizer
 from robolearn.policies.config import SerializableConfig
 from robolearn.policies.features import ObsEncoder
+from robolearn.policies.mish import Mish
 
 
 @dataclass
@@ -51,7 +52,7 @@ class GaussianChunkPolicy(nn.Module):
         self.obs_encoder = ObsEncoder.from_config(config, normalizer)
         layers, d = [], self.obs_encoder.out_dim
         for h in config.hidden:
-            layers += [nn.Linear(d, h), nn.Mish()]
+            layers += [nn.Linear(d, h), Mish()]
             d = h
         layers.append(nn.Linear(d, config.n_action_steps * config.action_dim))
         self.mean_net = nn.Sequential(*layers)

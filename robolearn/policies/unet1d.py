@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robolearn.policies.mish import Mish
+
 
 class SinusoidalStepEmbedding(nn.Module):
     """Transformer-style sinusoidal embedding of the diffusion step: (B,) -> (B, dim)."""
@@ -53,7 +55,7 @@ class Conv1dBlock(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int):
         super().__init__(nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-                         nn.GroupNorm(n_groups, out_channels), nn.Mish())
+                         nn.GroupNorm(n_groups, out_channels), Mish())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self[2](self[1](conv(x, self[0])))
@@ -66,7 +68,7 @@ class FiLMResidualBlock(nn.Module):
         super().__init__()
         self.block1 = Conv1dBlock(in_channels, out_channels, kernel_size, n_groups)
         self.block2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
-        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * out_channels))
+        self.film = nn.Sequential(Mish(), nn.Linear(cond_dim, 2 * out_channels))
         self.residual = (nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels
                          else nn.Identity())
 
@@ -112,7 +114,7 @@ class ConditionalUnet1D(nn.Module):
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.horizon = horizon
         self.step_encoder = nn.Sequential(
-            SinusoidalStepEmbedding(step_embed_dim), nn.Linear(step_embed_dim, 4 * step_embed_dim), nn.Mish(),
+            SinusoidalStepEmbedding(step_embed_dim), nn.Linear(step_embed_dim, 4 * step_embed_dim), Mish(),
             nn.Linear(4 * step_embed_dim, step_embed_dim))
         full_cond = step_embed_dim + cond_dim
         dims = [action_dim, *down_dims]

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robolearn.policies.mish import Mish
+
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray,
                 gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +107,7 @@ class ValueCritic(nn.Module):
         super().__init__()
         layers, d = [], cond_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.Mish()]
+            layers += [nn.Linear(d, h), Mish()]
             d = h
         layers.append(nn.Linear(d, 1))
         self.net = nn.Sequential(*layers)
