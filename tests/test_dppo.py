@@ -19,6 +19,7 @@ from robolearn.rl.ppo import (
     clip_schedule,
     compute_gae,
     ppo_update,
+    value_loss,
 )
 
 DPPO_CFG = DPPOConfig(min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, randn_clip=3.0, eta=1.0,
@@ -124,6 +125,19 @@ def test_cosine_actor_lr_ends_midpoint_and_constant_default():
     assert np.all(np.diff(lrs) < 0)
     assert actor_lrs(11, 3e-5, None)[7] == 3e-5
     assert actor_lrs(11, 3e-5, 3e-6, resume_at=4) == pytest.approx(lrs)  # resumed from the JSON state
+
+
+def test_value_loss_per_env_step_equals_the_per_pair_mean_and_its_gradient():
+    torch.manual_seed(0)
+    critic = ValueCritic(6, (16, 16))
+    cond_all, returns = torch.randn(40, 6), torch.randn(40)
+    step_idx = torch.randint(0, 40, (300,))  # repeated env steps, as in a DPPO minibatch
+    per_pair = 0.5 * (critic(cond_all[step_idx]) - returns[step_idx]).pow(2).mean()
+    expected = torch.autograd.grad(per_pair, list(critic.parameters()))
+    loss = value_loss(critic, cond_all, returns, step_idx)
+    torch.testing.assert_close(loss, per_pair)
+    for got, want in zip(torch.autograd.grad(loss, list(critic.parameters())), expected):
+        torch.testing.assert_close(got, want)
 
 
 def test_gae_hand_computed():

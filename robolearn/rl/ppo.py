@@ -116,6 +116,19 @@ class ValueCritic(nn.Module):
         return self.net(cond).squeeze(-1)
 
 
+def value_loss(critic: ValueCritic, cond_all: torch.Tensor, returns: torch.Tensor,
+               step_idx: torch.Tensor) -> torch.Tensor:
+    """0.5 * mean over a minibatch's (env step, denoising step) pairs of (V(obs) - return)^2, for the env steps
+    `step_idx` (B,) of the pairs, indexing cond_all (M, cond_dim) and returns (M,).
+
+    Evaluated once per distinct env step, weighted by how many pairs share it (a DPPO minibatch of 8,000 pairs
+    out of 32,000 holds each of 1,600 env steps ~5 times): the same loss and gradient as evaluating V per pair,
+    at ~1/4 of the critic's work per minibatch.
+    """
+    states, counts = torch.unique(step_idx, return_counts=True)
+    return 0.5 * (counts * (critic(cond_all[states]) - returns[states]).pow(2)).sum() / len(step_idx)
+
+
 def actor_lr_scheduler(actor_opt: torch.optim.Optimizer, iterations: int,
                        lr_min: float | None) -> torch.optim.lr_scheduler.CosineAnnealingLR | None:
     """Cosine annealing of the actor lr (Loshchilov & Hutter 2017, eq. 5) from its initial value at the
@@ -156,7 +169,7 @@ def ppo_update(agent, critic: ValueCritic, actor_opt, critic_opt, cond_all: torc
         for mb in torch.as_tensor(rng.permutation(n_pairs), device=device).split(pc.minibatch_size):
             step_idx, k = mb // agent.K, mb % agent.K
             cond_mb = cond_all[step_idx]
-            v_loss = 0.5 * (critic(cond_mb) - ret_t[step_idx]).pow(2).mean()
+            v_loss = value_loss(critic, cond_all, ret_t, step_idx)
             loss = pc.vf_coef * v_loss
             kl = 0.0
             if actor_active:
