@@ -155,7 +155,7 @@ def test_train_value_on_two_ranks_matches_one_process(demo):
 def test_dppo_finetune_on_two_ranks_runs_their_own_envs_and_resumes_on_one(demo):
     run(1, f"dataset={demo}/demo.zarr", f"run_dir={demo}/pre", "training.steps=10", "training.checkpoint_every=10",
         *[o for o in TINY if not o.startswith(("policy.horizon", "policy.n_action_steps"))], *NO_EVAL, cwd=demo)
-    ft = [f"checkpoint={demo}/pre/checkpoints/latest", "policy.ft_denoising_steps=3",
+    ft = [f"checkpoint={demo}/pre/checkpoints/latest", "policy.ft_denoising_steps=3", "policy.compile_rollouts=false",
           "task.env_kwargs.max_episode_seconds=0.5", "ppo.n_envs=2", "ppo.n_steps=4", "ppo.minibatch_size=16",
           "ppo.update_epochs=1", "ppo.critic_hidden=[16]", "ppo.critic_warmup_iters=0", "eval.every=1",
           "eval.n_episodes=3", "eval.final_n_episodes=3", "eval.n_video=0", "threads=1"]

@@ -103,6 +103,34 @@ def test_dppo_chains_and_log_probs_are_the_same_on_both_paths():
     assert out["fast"][0].shape == (6, 5, 8, 2) and out["fast"][1].shape == (6, 4)
 
 
+def test_compiled_dppo_rollouts_follow_updates_without_compiling_again():
+    policy = with_fine_tuning(tiny_policy(sampler="ddpm", num_inference_steps=10), 4).eval()
+    policy.set_inference("fast")
+    compiled = DPPOActor(policy, min_sampling_std=0.05, compile=True)
+    cond = policy.encode_obs(obs_batch(batch=6))
+    opt = torch.optim.Adam(policy.ft_model.parameters(), lr=1e-2)
+
+    def both():
+        reference = copy.deepcopy(policy)
+        reference.set_inference("eager")  # the U-Net's forward, with the current weights
+        eager = DPPOActor(reference, min_sampling_std=0.05).sample_chain(
+            cond, generator=torch.Generator().manual_seed(3), return_log_probs=True)
+        fast = compiled.sample_chain(cond, generator=torch.Generator().manual_seed(3), return_log_probs=True)
+        for a, b in zip(fast, eager):
+            torch.testing.assert_close(a, b, **TOL)
+        return fast[0]
+
+    compiled.sample_chain(cond)  # compiles
+    cache = policy._fast_views[("ft_model", True)]
+    run = cache.compiled()
+    first = both()
+    opt.zero_grad()
+    policy.ft_model(first[:, 0], torch.zeros(6, dtype=torch.long), cond).square().mean().backward()
+    opt.step()  # an in-place change of the fine-tuned weights, as PPO's update makes
+    assert not torch.allclose(both(), first, atol=1e-4)  # new weights, new chains, equal on both paths
+    assert policy._fast_views[("ft_model", True)] is cache and cache.compiled() is run  # not compiled again
+
+
 def test_unknown_inference_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="inference must be one of"):
         tiny_policy(inference="turbo")

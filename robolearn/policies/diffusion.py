@@ -172,7 +172,7 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"inference must be one of {list(INFERENCE_MODES)}, got {mode!r}")
         self.config.inference = mode
         # derived weights, rebuilt when the weights change; never saved
-        self._fast_views = {name: FastUnetCache(pack=mode == "fast") for name in ("model", "ft_model")}
+        self._fast_views: dict[tuple[str, bool], FastUnetCache] = {}  # (network, compiled) -> its cache
 
     def denoiser_name(self, index: int, n_steps: int) -> str:
         """"ft_model" for the last `ft_denoising_steps` of `n_steps` denoising steps (DPPO, Ren et al. 2024,
@@ -242,21 +242,27 @@ class DiffusionPolicy(nn.Module):
         return action.reshape(batch, num_samples, self.horizon, self.action_dim)
 
     def fast_denoiser(self, name: str, index: int, cond: torch.Tensor, films: dict,
-                      compiled: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+                      compiled: bool | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """The fast path's eps(x) (B, H, Da) -> (B, H, Da) of network `name` ("model" or "ft_model") at step
         `index` of `self.schedule`, for one decision's conditioning `cond` (B, cond_dim), with FiLM precomputed.
 
         Args:
             films: a dict the caller starts empty for each decision (each network's view and the observation
                 part of its FiLM, computed once per decision in it).
-            compiled: in "compiled" mode, run the compiled denoiser (False: the fast one; for weights that
-                change between calls, which would compile again).
+            compiled: run the denoiser through torch.compile (on a view of unpacked weights, which a compiled
+                call reads live: compiled once per network and batch size, valid across in-place weight changes,
+                e.g. DPPO's rollouts) or not; None: as the policy's `inference` mode says.
         Call under torch.no_grad().
         """
         if name not in films:
-            cache = self._fast_views[name]
+            if compiled is None:
+                compiled = self.config.inference == "compiled"
+            key = (name, compiled)
+            if key not in self._fast_views:  # a compiled view never packs (torch.compile packs weights by itself)
+                self._fast_views[key] = FastUnetCache(pack=not compiled)
+            cache = self._fast_views[key]
             view = cache.get(getattr(self, name), self.schedule.timesteps, cond.shape[0] * self.horizon)
-            run = cache.compiled() if compiled and self.config.inference == "compiled" else view
+            run = cache.compiled() if compiled else view
             films[name] = (view, run, view.obs_film(cond))
         view, run, obs_film = films[name]
         film = view.film(obs_film, index)

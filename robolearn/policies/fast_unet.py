@@ -14,8 +14,9 @@ weights, so everything that does not depend on the noisy sample x_t is done once
   bandwidth (~25 GB/s against ~10 GB/s for MKL's plain product of these shapes on our CPU; the reference-sized
   U-Net samples a chunk in 0.37x of the eager loop's time, bench/policy_speed.py).
 
-The result equals `ConditionalUnet1D.forward` to float tolerance (tests/test_fast_inference.py). The view is rebuilt
-by `FastUnetCache` whenever a parameter changes in place (optimizer steps, EMA updates, `load_state_dict`).
+The result equals `ConditionalUnet1D.forward` to float tolerance (tests/test_fast_inference.py). `FastUnetCache`
+refreshes the view (or, with packed weights, rebuilds it) whenever a parameter changes in place (optimizer steps,
+EMA updates, `load_state_dict`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robolearn.policies.mish import mish
 from robolearn.policies.unet1d import ConditionalUnet1D, Conv1dBlock, FiLMResidualBlock
 
 #: oneDNN weight packing (the kernels torch.compile's CPU backend uses for frozen linear layers)
@@ -79,7 +81,7 @@ class _ConvBlock:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = self.norm
-        return F.mish(F.group_norm(self.conv(x), n.num_groups, n.weight, n.bias, n.eps))
+        return mish(F.group_norm(self.conv(x), n.num_groups, n.weight, n.bias, n.eps))
 
 
 class FastUnet1D:
@@ -99,22 +101,34 @@ class FastUnet1D:
 
     @torch.no_grad()
     def __init__(self, unet: ConditionalUnet1D, timesteps: torch.Tensor, rows_hint: int = 16, pack: bool = True):
-        self.unet = unet
+        self.unet, self.timesteps = unet, timesteps
         blocks = [b for level in unet.down for b in level[:2]] + list(unet.mid) + [b for level in unet.up
                                                                                  for b in level[:2]]
-        film_linears = [b.film[1] for b in blocks]
-        step_dim = unet.step_encoder[-1].out_features
-        step_emb = F.mish(unet.step_encoder(timesteps.to(unet.step_encoder[-1].weight.device)))  # (S, E)
-        # per step and block: W_e Mish(e_t) + b; the observation part's weights stacked for one product
-        self.step_film = torch.cat([F.linear(step_emb, lin.weight[:, :step_dim], lin.bias) for lin in film_linears],
-                                   dim=1)  # (S, F)
-        self.obs_weight = torch.cat([lin.weight[:, step_dim:] for lin in film_linears], dim=0)  # (F, cond_dim)
+        self._film_linears = [b.film[1] for b in blocks]
         offsets, start = [], 0
-        for lin in film_linears:
+        for lin in self._film_linears:
             offsets.append(start)
             start += lin.out_features
         self._blocks = {id(b): (self._res_block(b, rows_hint, pack), off) for b, off in zip(blocks, offsets)}
         self._final = (_ConvBlock(unet.final[0], rows_hint, pack), _Conv(unet.final[1], rows_hint, pack))
+        convs = [c for (b1, b2, res, _), _ in self._blocks.values() for c in (b1.conv, b2.conv, res)]
+        #: True when some weights are packed copies (then a weight change needs a new view, not `refresh`)
+        self.packed = any(getattr(c, "packed", False) for c in [*convs, self._final[0].conv, self._final[1]])
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the FiLM terms derived from the weights (`step_film`, `obs_weight`) after an in-place change.
+
+        Everything `__call__` reads is the network's own parameters (or views of them) unless `packed`, so an
+        unpacked view, and a compiled `__call__` of it, stays valid across in-place weight changes after this."""
+        unet, film_linears = self.unet, self._film_linears
+        step_dim = unet.step_encoder[-1].out_features
+        step_emb = mish(unet.step_encoder(self.timesteps.to(unet.step_encoder[-1].weight.device)))  # (S, E)
+        # per step and block: W_e Mish(e_t) + b; the observation part's weights stacked for one product
+        self.step_film = torch.cat([F.linear(step_emb, lin.weight[:, :step_dim], lin.bias) for lin in film_linears],
+                                   dim=1)  # (S, F)
+        self.obs_weight = torch.cat([lin.weight[:, step_dim:] for lin in film_linears], dim=0)  # (F, cond_dim)
 
     @staticmethod
     def _res_block(block: FiLMResidualBlock, rows_hint: int, pack: bool):
@@ -124,7 +138,7 @@ class FastUnet1D:
 
     def obs_film(self, cond: torch.Tensor) -> torch.Tensor:
         """The observation part of every block's FiLM: (B, cond_dim) -> (B, F)."""
-        return F.linear(F.mish(cond), self.obs_weight)
+        return F.linear(mish(cond), self.obs_weight)
 
     def _res(self, block: FiLMResidualBlock, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         (conv1, conv2, residual, channels), off = self._blocks[id(block)]
@@ -155,15 +169,18 @@ class FastUnet1D:
 
 
 class FastUnetCache:
-    """The `FastUnet1D` of a network for a schedule, rebuilt when the network's weights or the timesteps change.
+    """The `FastUnet1D` of a network for a schedule, kept current when the network's weights change.
 
     A change is seen by the parameters' in-place version counters (optimizer steps, EMA updates and
-    `load_state_dict` all bump them), so a cached view never uses stale weights.
+    `load_state_dict` all bump them), so a cached view never uses stale weights: an unpacked view is refreshed
+    in place (`FastUnet1D.refresh`, and its compiled `__call__` stays valid), a packed one is built again, as
+    is any view after the parameter tensors themselves or the timesteps change.
     """
 
     def __init__(self, pack: bool = True):
         self.pack = pack
         self._key = None
+        self._versions = None
         self._view: FastUnet1D | None = None
         self._params: tuple[int, list] = (0, [])
         self._compiled: tuple[FastUnet1D | None, Callable | None] = (None, None)
@@ -171,15 +188,21 @@ class FastUnetCache:
     def get(self, unet: ConditionalUnet1D, timesteps: torch.Tensor, rows_hint: int = 16) -> FastUnet1D:
         if self._params[0] != id(unet):
             self._params = (id(unet), list(unet.parameters()))
-        key = (id(unet), tuple(timesteps.tolist()), tuple((p.data_ptr(), p._version) for p in self._params[1]))
-        if key != self._key:
+        params = self._params[1]
+        key = (id(unet), tuple(timesteps.tolist()), tuple(p.data_ptr() for p in params))
+        versions = tuple(p._version for p in params)
+        if key != self._key or (versions != self._versions and self._view.packed):
             self._view, self._key = FastUnet1D(unet, timesteps, rows_hint, self.pack), key
+        elif versions != self._versions:
+            self._view.refresh()
+        self._versions = versions
         return self._view
 
     def compiled(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """`torch.compile` of the last view's `__call__`, made again for a new view (so after weight changes:
-        a loop whose weights change every iteration, like DPPO's rollouts, should not use it). On CUDA with
-        mode "reduce-overhead": CUDA graphs, recorded per batch size."""
+        """`torch.compile` of the last view's `__call__` (on CUDA with mode "reduce-overhead": CUDA graphs, recorded
+        per batch size). It reads the parameters at every call, so it stays valid while the view does: across
+        in-place weight changes of an unpacked view (DPPO's rollouts: compiled once per run); a new view
+        compiles again."""
         view = self._view
         if view is None:
             raise RuntimeError("FastUnetCache.compiled before get: there is no view to compile")

@@ -38,10 +38,13 @@ class DPPOActor:
         min_sampling_std, min_logprob_std: std floors for acting and for likelihoods.
         randn_clip: standard-normal draws are clipped to +-randn_clip.
         eta: DDIM eta for training rollouts (1.0); deterministic sampling uses 0.
+        compile: run the rollouts' denoiser through torch.compile (`DiffusionPolicy.fast_denoiser`; compiled on
+            the first chain per network and batch size, it reads the weights live, so PPO's updates do not
+            compile it again); False: the fast path uncompiled.
     """
 
     def __init__(self, policy: DiffusionPolicy, min_sampling_std: float = 0.1, min_logprob_std: float = 0.1,
-                 randn_clip: float = 3.0, eta: float = 1.0):
+                 randn_clip: float = 3.0, eta: float = 1.0, compile: bool = False):
         if policy.ft_model is None:
             raise ValueError("DPPO needs a policy with ft_denoising_steps > 0")
         self.policy = policy
@@ -51,7 +54,7 @@ class DPPOActor:
         if not 1 <= self.K_ft <= self.K:
             raise ValueError(f"ft_denoising_steps={self.K_ft} must be in [1, num_inference_steps={self.K}]")
         self.min_sampling_std, self.min_logprob_std = min_sampling_std, min_logprob_std
-        self.randn_clip, self.eta = randn_clip, eta
+        self.randn_clip, self.eta, self.compile = randn_clip, eta, compile
         start = policy.n_obs_steps - 1
         self.rows = slice(start, start + policy.n_action_steps)  # executed rows of the chunk
 
@@ -60,8 +63,8 @@ class DPPOActor:
                      use_ft: bool = True, return_log_probs: bool = False):
         """Denoise from noise, recording the fine-tuned part of the chain.
 
-        Runs the policy's fast denoising path (`DiffusionPolicy.fast_denoiser`: FiLM once per decision; never
-        the compiled one, as the fine-tuned weights change every iteration) unless its `inference` is "eager".
+        Runs the policy's fast denoising path (`DiffusionPolicy.fast_denoiser`: FiLM once per decision), compiled
+        if `compile`, unless the policy's `inference` is "eager".
 
         Args:
             cond: (B, cond_dim) normalized flattened observation history (`policy.encode_obs`).
@@ -84,7 +87,7 @@ class DPPOActor:
         for i in range(self.K):
             name = p.denoiser_name(i, self.K) if use_ft else "model"
             if fast:
-                eps = p.fast_denoiser(name, i, cond, films, compiled=False)(x)
+                eps = p.fast_denoiser(name, i, cond, films, compiled=self.compile)(x)
             else:
                 eps = getattr(p, name)(x, schedule.timesteps[i], cond)
             mean, std = schedule.mean_std(eps, x, i, eta=0.0 if deterministic else self.eta)

@@ -31,6 +31,7 @@ class DPPOConfig(SerializableConfig):
         clip_base, clip_final, clip_rate: the PPO clip, rising exponentially from the noisiest fine-tuned
             step to the last (`clip_schedule`).
         bc_coef: > 0: a behaviour-cloning regularizer towards the pretrained policy.
+        compile_rollouts: the rollouts' denoiser through torch.compile (`DPPOActor`), compiled once per run.
     """
 
     ft_denoising_steps: int | None = None
@@ -43,6 +44,7 @@ class DPPOConfig(SerializableConfig):
     clip_final: float = 0.01
     clip_rate: float = 3.0
     bc_coef: float = 0.0
+    compile_rollouts: bool = True
 
     def make_agent(self, source: Path | None, resuming: bool, task, dataset: str, seed: int,
                    device: torch.device) -> tuple[DiffusionPolicy, DiffusionAgent]:
@@ -99,7 +101,7 @@ class DiffusionAgent:
     def __init__(self, policy: DiffusionPolicy, cfg: DPPOConfig):
         self.policy = policy
         self.actor = DPPOActor(policy, cfg.min_sampling_denoising_std, cfg.min_logprob_denoising_std,
-                               cfg.randn_clip, cfg.eta)
+                               cfg.randn_clip, cfg.eta, cfg.compile_rollouts)
         self.K = self.actor.K_ft
         ks = np.arange(self.K)
         self.clip = torch.tensor(clip_schedule(ks, self.K, cfg.clip_base, cfg.clip_final, cfg.clip_rate),
