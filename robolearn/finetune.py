@@ -109,7 +109,7 @@ def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
     actor_sched = actor_lr_scheduler(actor_opt, pc.iterations, pc.actor_lr_min)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=pc.critic_lr, weight_decay=0.0)
     ema = EMA(policy, power=cfg.ema.power, max_decay=cfg.ema.max_decay)  # updated once per actor iteration
-    envs = make_chunk_vector_env(task.env_id, env_kwargs, pc.n_envs, To, Ta, cfg.env_vectorization)
+    envs = make_chunk_vector_env(task.env_id, env_kwargs, pc.n_envs, To, Ta, cfg.env_vectorization, cfg.env_workers)
     scaler = RunningRewardScaler(pc.n_envs, pc.gamma)
     state = TrainState(optimizers={"actor": actor_opt, "critic": critic_opt}, schedulers={"actor_lr": actor_sched},
                        modules={"critic": critic}, rngs={"minibatches": np.random.default_rng(cfg.seed)})
