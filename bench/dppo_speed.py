@@ -7,8 +7,9 @@ same pretrained Diffusion Policy (`bench/finetune.py`'s start: 200 demonstration
 steps, 750 training steps; trained by the older code), with the actor updating from the first iteration and no evaluation. The older
 commit runs from a `git worktree` of it. Each run's rate is taken from its TensorBoard log (`train/env_steps`
 and its wall-clock stamps) between the end of its first iteration and the end of its last, so start-up is
-left out. The two code paths alternate within every repeat; the script prints every rate, the medians and
-the ratio new / old.
+left out; the time from launch to the end of the first iteration (start-up, torch.compile, env workers) is
+printed beside it. The two code paths alternate within every repeat; the script prints every rate, the medians
+and the ratio new / old.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,10 @@ def robolearn(*args: str, code: Path | None = None) -> None:
     subprocess.run([sys.executable, "-m", "robolearn", *args], check=True, env=env)
 
 
-def env_steps_per_second(run_dir: Path) -> float:
-    """(env steps at the last iteration - at the first) / (wall time between them), from the run's TensorBoard."""
+def env_steps_per_second(run_dir: Path, started: float | None = None) -> tuple[float, float | None]:
+    """(env steps at the last iteration - at the first) / (wall time between them), from the run's TensorBoard;
+    and, given the wall-clock time the run `started`, the seconds from then to the end of its first iteration
+    (start-up, compiling and the first iteration)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tb"))
@@ -42,7 +46,8 @@ def env_steps_per_second(run_dir: Path) -> float:
     if len(scalars) < 2:
         raise RuntimeError(f"{run_dir}: fewer than two iterations logged")
     first, last = scalars[0], scalars[-1]
-    return (last.value - first.value) / (last.wall_time - first.wall_time)
+    return ((last.value - first.value) / (last.wall_time - first.wall_time),
+            None if started is None else first.wall_time - started)
 
 
 def main() -> None:
@@ -70,6 +75,7 @@ def main() -> None:
               f"ppo.iterations={args.iterations}", "ppo.critic_warmup_iters=0", "eval.n_episodes=0",
               "eval.final_n_episodes=0", "checkpoint_every=1000"]
     rates: dict[str, list[float]] = {"old": [], "new": []}
+    first_iteration: dict[str, list[float]] = {"old": [], "new": []}
     for repeat in range(args.repeats):
         for name, code in (("old", old_code), ("new", None)):
             run_dir = out / f"{name}_{repeat}"
@@ -77,14 +83,21 @@ def main() -> None:
                 if not (run_dir / "tb").is_dir() and not (run_dir / "checkpoints").is_dir():
                     raise SystemExit(f"{run_dir} exists and is not a robolearn run folder; choose another --out")
                 shutil.rmtree(run_dir)
+            started = time.time()
             robolearn("finetune", *common, f"run_dir={run_dir}", code=code)
-            rates[name].append(env_steps_per_second(run_dir))
-            print(f"{name} (repeat {repeat}): {rates[name][-1]:,.0f} env steps/s", flush=True)
+            rate, first_s = env_steps_per_second(run_dir, started)
+            rates[name].append(rate)
+            first_iteration[name].append(first_s)
+            print(f"{name} (repeat {repeat}): {rate:,.0f} env steps/s; start-up and first iteration {first_s:.1f} s",
+                  flush=True)
     old, new = (float(np.median(rates[k])) for k in ("old", "new"))
+    first_old, first_new = (float(np.median(first_iteration[k])) for k in ("old", "new"))
     print(f"\nDPPO env steps/s, default settings, {args.threads} threads, median of {args.repeats}: "
-          f"{args.old} {old:,.0f}, this checkout {new:,.0f}: {new / old:.2f}x")
+          f"{args.old} {old:,.0f}, this checkout {new:,.0f}: {new / old:.2f}x "
+          f"(start-up and first iteration: {first_old:.1f} s vs {first_new:.1f} s)")
     Path(args.json).write_text(json.dumps({"old_commit": args.old, "threads": args.threads,
                                            "iterations": args.iterations, "rates": rates,
+                                           "first_iteration_s": first_iteration,
                                            "median_old": old, "median_new": new, "ratio": new / old}, indent=1))
 
 
