@@ -38,9 +38,10 @@ class DPPOActor:
         min_sampling_std, min_logprob_std: std floors for acting and for likelihoods.
         randn_clip: standard-normal draws are clipped to +-randn_clip.
         eta: DDIM eta for training rollouts (1.0); deterministic sampling uses 0.
-        compile: run the rollouts' denoiser through torch.compile (`DiffusionPolicy.fast_denoiser`; compiled on
-            the first chain per network and batch size, it reads the weights live, so PPO's updates do not
-            compile it again); False: the fast path uncompiled.
+        compile: run the rollouts' denoiser (`DiffusionPolicy.fast_denoiser`) and each step's arithmetic
+            (`_transition`) through torch.compile, compiled on the first chain per network and batch size; the
+            compiled denoiser reads the weights live, so PPO's updates do not compile it again. False: the fast
+            path uncompiled.
     """
 
     def __init__(self, policy: DiffusionPolicy, min_sampling_std: float = 0.1, min_logprob_std: float = 0.1,
@@ -55,6 +56,7 @@ class DPPOActor:
             raise ValueError(f"ft_denoising_steps={self.K_ft} must be in [1, num_inference_steps={self.K}]")
         self.min_sampling_std, self.min_logprob_std = min_sampling_std, min_logprob_std
         self.randn_clip, self.eta, self.compile = randn_clip, eta, compile
+        self._compiled = None
         start = policy.n_obs_steps - 1
         self.rows = slice(start, start + policy.n_action_steps)  # executed rows of the chunk
 
@@ -83,6 +85,11 @@ class DPPOActor:
         x = torch.randn((B, p.horizon, p.action_dim), device=cond.device, generator=generator)
         schedule = self.schedule.to(cond.device)
         fast, films = p.config.inference != "eager", {}
+        if self.compile and fast:  # the step's arithmetic fused by torch.compile; index tensors (1,): one graph
+            transition, indices = self._compiled_transition(), torch.arange(self.K, device=cond.device).view(-1, 1)
+        else:
+            transition, indices = self._transition, range(self.K)
+        eta = 0.0 if deterministic else self.eta
         chain, log_probs = [], []
         for i in range(self.K):
             name = p.denoiser_name(i, self.K) if use_ft else "model"
@@ -90,19 +97,29 @@ class DPPOActor:
                 eps = p.fast_denoiser(name, i, cond, films, compiled=self.compile)(x)
             else:
                 eps = getattr(p, name)(x, schedule.timesteps[i], cond)
-            mean, std = schedule.mean_std(eps, x, i, eta=0.0 if deterministic else self.eta)
-            x_prev = mean
-            if not deterministic:
-                z = torch.randn(x.shape, device=x.device, generator=generator).clamp(-self.randn_clip, self.randn_clip)
-                x_prev = mean + std.clamp(min=self.min_sampling_std) * z
+            z = None if deterministic else torch.randn(x.shape, device=x.device, generator=generator)
+            x_prev, logp = transition(eps, x, indices[i], z, eta)
             if i >= self.K - self.K_ft:
                 chain.append(x)
-                if return_log_probs:
-                    logp = gaussian_logprob(x_prev, mean, std.clamp(min=self.min_logprob_std))
-                    log_probs.append(logp[:, self.rows].mean(dim=(1, 2)))
+                log_probs.append(logp)
             x = x_prev
         chain = torch.stack([*chain, x], dim=1)
         return (chain, torch.stack(log_probs, dim=1)) if return_log_probs else chain
+
+    def _transition(self, eps: torch.Tensor, x: torch.Tensor, index: torch.Tensor | int, z: torch.Tensor | None,
+                    eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One denoising step from x_t (B, H, Da) given the network's eps: x_{t-1} = mean + floored std * clipped z
+        (the mean when z is None) and its log-prob (B,) under the std floored for likelihoods."""
+        mean, std = self.schedule.mean_std(eps, x, index, eta=eta)
+        x_prev = mean if z is None else mean + std.clamp(min=self.min_sampling_std) * z.clamp(-self.randn_clip,
+                                                                                                self.randn_clip)
+        logp = gaussian_logprob(x_prev, mean, std.clamp(min=self.min_logprob_std))
+        return x_prev, logp[:, self.rows].mean(dim=(1, 2))
+
+    def _compiled_transition(self):
+        if self._compiled is None:
+            self._compiled = torch.compile(self._transition, dynamic=False)
+        return self._compiled
 
     def log_prob(self, cond: torch.Tensor, x_t: torch.Tensor, x_prev: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """log p_theta(x_prev | x_t, obs) of fine-tuned step k (B,) in [0, K_ft), under `ft_model`.
