@@ -12,7 +12,7 @@ weights, so everything that does not depend on the noisy sample x_t is done once
   (B*T, C*k) with the weight seen as (O, C*k), against weights pre-packed once into oneDNN's blocked layout:
   at batch 1 the U-Net streams all its weights per step, and the packed product reads them near the memory
   bandwidth (~25 GB/s against ~10 GB/s for MKL's plain product of these shapes on our CPU; the reference-sized
-  U-Net samples a chunk in 0.37x of the eager loop's time, bench/policy_speed.py).
+  U-Net samples a chunk in 0.34x of the eager loop's time, bench/policy_speed.py).
 
 The result equals `ConditionalUnet1D.forward` to float tolerance (tests/test_fast_inference.py). `FastUnetCache`
 refreshes the view (or, with packed weights, rebuilds it) whenever a parameter changes in place (optimizer steps,
