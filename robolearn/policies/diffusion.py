@@ -171,7 +171,7 @@ class DiffusionPolicy(nn.Module):
         if mode not in INFERENCE_MODES:
             raise ValueError(f"inference must be one of {list(INFERENCE_MODES)}, got {mode!r}")
         self.config.inference = mode
-        # derived weights, rebuilt when the weights change; never saved
+        # derived weights, kept current when the weights change (`FastUnetCache`); never saved
         self._fast_views: dict[tuple[str, bool], FastUnetCache] = {}  # (network, compiled) -> its cache
 
     def denoiser_name(self, index: int, n_steps: int) -> str:
