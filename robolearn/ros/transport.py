@@ -431,12 +431,19 @@ class RclpyTransport(Transport):
         self.node.create_subscription(_ros_class(msg_type), fully_qualified(topic), deliver, self._qos(qos))
 
     def spin_once(self) -> int:
-        start = self._delivered
-        while self._delivered - start < 1000:
+        """Deliver what has arrived (at most 1000 messages per call; returns how many).
+
+        rclpy's executor runs one callback per `spin_once`, taking one message per ready subscription
+        from each wait; the call after the last of a wait's callbacks only ends that wait and delivers
+        nothing. So an empty call does not mean the queues are empty: only two empty calls in a row
+        (the second one a fresh wait) do. Stopping at the first one would take one message per
+        subscription per tick, and a backlog would stay queued, ageing every observation by periods.
+        """
+        start, empty = self._delivered, 0
+        while empty < 2 and self._delivered - start < 1000:
             before = self._delivered
             self._executor.spin_once(timeout_sec=0.0)
-            if self._delivered == before:
-                break
+            empty = empty + 1 if self._delivered == before else 0
         return self._delivered - start
 
     def parameters(self, defaults: dict) -> dict:

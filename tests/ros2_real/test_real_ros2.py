@@ -134,6 +134,41 @@ def test_policy_node_drives_a_real_rclpy_robot(tmp_path, tiny_checkpoint, distro
     assert report["all_six_finite"] and 17.0 < report["rate_hz"] < 21.0, report
 
 
+BACKLOG_PROBE = """
+import time
+from robolearn.ros.msgs import String
+from robolearn.ros.transport import DEFAULT_QOS, make_transport
+t = make_transport("backlog_probe", [])
+got = []
+for topic in ("/backlog_a", "/backlog_b"):
+    t.create_subscription(topic, String, lambda m: got.append(m.data), DEFAULT_QOS)
+pubs = [t.create_publisher(topic, String, DEFAULT_QOS) for topic in ("/backlog_a", "/backlog_b")]
+end = time.monotonic() + 20
+while any(p.subscription_count() == 0 for p in pubs) and time.monotonic() < end:
+    time.sleep(0.05)
+for i in range(6):
+    for p in pubs:
+        p.publish(String(data=str(i)))
+time.sleep(1.0)  # every message has arrived and waits in its subscription's queue (depth 10)
+first = t.spin_once()
+print(first, t.spin_once(), sorted(got))
+t.close()
+"""
+
+
+@pytest.mark.parametrize(("distro", "transport"), COMBOS)
+def test_spin_once_delivers_the_whole_backlog(distro, transport):
+    """One `spin_once` (one control tick) delivers every queued message, not one per subscription: a node
+    that fell behind by a few messages would otherwise keep acting on observations that many periods old."""
+    python = sys.executable if transport == "dds" else ros_python(distro)
+    proc = subprocess.run([str(python), "-c", BACKLOG_PROBE], env=ros_env(transport), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second, got = proc.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert (int(first), int(second)) == (12, 0), proc.stdout
+    assert got == str(sorted([str(i) for i in range(6)] * 2)), proc.stdout
+
+
 @pytest.mark.parametrize(("distro", "transport"), COMBOS)
 def test_recorder_node_records_real_rclpy_publishers(tmp_path, distro, transport):
     output = tmp_path / "demo.zarr"
