@@ -40,6 +40,12 @@ from robolearn.sim.world import (
 COARSE_DELAY_STEP = 0.01
 SCAN_ITERATIONS = 6
 SCAN_EPISODES = 4
+#: a scan fit only ranks its delay against the others (the final fit refines every parameter at MuJoCo's default
+#: tolerances), so it stops at a relative step of 1e-3, and grows the damping mu by sqrt(10) per rejected step
+#: instead of 10^0.1: at a wrong delay the default spent ~60 residual evaluations raising mu from 1e-6 before its
+#: first accepted step. Measured on 4 synthetic arms: the same fitted values, the scan 2.5-3.5x faster.
+SCAN_XTOL = 1e-3
+SCAN_MU_FACTOR = 10 ** 0.5
 #: parameter -> (lower, upper) bounds of the fit (scale factors: x nominal; delay: s)
 FIT_PARAMETERS: dict[str, tuple[float, float]] = {
     "mass_scale": (0.25, 4.0), "damping_scale": (0.1, 10.0), "armature_scale": (0.1, 10.0),
@@ -209,7 +215,8 @@ def identify(recordings: Sequence[Recording], control_hz: float, parameters: Seq
             return fit_replay.residual(np.insert(z, i, x_start[i], axis=0))
 
         z, trace = minimize.least_squares(np.delete(x_start, i), residual, eps=1e-4, max_iter=iterations, verbose=0,
-                                          bounds=[np.delete(b, i) for b in bounds], x_scale="jac")
+                                          bounds=[np.delete(b, i) for b in bounds], x_scale="jac", xtol=SCAN_XTOL,
+                                          mu_factor=SCAN_MU_FACTOR)
         return np.insert(z, i, x_start[i]), trace
 
     def callback(trace):
