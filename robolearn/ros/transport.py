@@ -435,9 +435,11 @@ class RclpyTransport(Transport):
 
         rclpy's executor runs one callback per `spin_once`, taking one message per ready subscription
         from each wait; the call after the last of a wait's callbacks only ends that wait and delivers
-        nothing. So an empty call does not mean the queues are empty: only two empty calls in a row
-        (the second one a fresh wait) do. Stopping at the first one would take one message per
-        subscription per tick, and a backlog would stay queued, ageing every observation by periods.
+        nothing. So an empty call does not mean the queues are empty: two empty calls in a row do (the
+        second one a fresh wait), unless a wait's remaining callbacks were services or guard conditions,
+        which deliver nothing: then what is left waits for the next tick. Stopping at the first empty call
+        took one message per subscription per tick, and a backlog stayed queued, ageing every observation
+        by periods.
         """
         start, empty = self._delivered, 0
         while empty < 2 and self._delivered - start < 1000:
