@@ -6,8 +6,12 @@ pip does not use this file (pyproject.toml builds the wheel); Python dependencie
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+
+#: every folder of configs/ (task, policy, world, hardware, ros, ...), read from the tree, never listed by hand
+CONFIG_FOLDERS = sorted(p.name for p in (Path(__file__).parent / "configs").iterdir() if p.is_dir())
 
 setup(
     name="robolearn",
@@ -20,7 +24,7 @@ setup(
         ("share/robolearn/config", glob("configs/ros/*.yaml") + glob("configs/ros/*.xml")),
         ("share/robolearn/configs", glob("configs/*.yaml")),
     ] + [(f"share/robolearn/configs/{sub}", glob(f"configs/{sub}/*.yaml") + glob(f"configs/{sub}/*.xml"))
-         for sub in ("task", "policy", "hardware", "ros")],
+         for sub in CONFIG_FOLDERS],
     zip_safe=True,
     entry_points={"console_scripts": [
         "robot_driver_node = robolearn.ros.driver_node:main",

@@ -15,6 +15,7 @@ from robolearn.errors import UserError
 from robolearn.hardware.bus import BusError
 from robolearn.hardware.calibration import ArmCalibration, JointCalibration
 from robolearn.hardware.factory import BUSES, hardware_config_path
+from robolearn.outputs import check_writable
 from robolearn.sim.arm import JOINT_NAMES
 
 
@@ -33,6 +34,7 @@ def calibrate(cfg: DictConfig, stream=None) -> Path:
     every joint through its range (Enter). Homing offsets are the zero-pose readings; ranges the
     extremes seen; directions are kept from the base config. Writes `cfg.output`."""
     stream = sys.stdin if stream is None else stream
+    check_writable(cfg.output, "output")  # before the user spends minutes moving the arm
     base_path = hardware_config_path(cfg.robot)
     base = yaml.safe_load(base_path.read_text())
     bus_spec = dict(base["bus"], port=cfg.port or base["bus"]["port"])

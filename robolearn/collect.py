@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from robolearn.config_checks import Bool, Int, check_config
 from robolearn.datasets.collection import collect_dataset
+from robolearn.outputs import check_writable
 from robolearn.tasks import load_task
 
 #: types and ranges of the values `robolearn collect` takes (configs/collect.yaml)
@@ -23,5 +24,6 @@ def collect(cfg: DictConfig) -> Path:
             `collect_dataset`.
     """
     check_config(cfg, COLLECT_RULES)
+    check_writable(cfg.output, "output")
     return collect_dataset(cfg.output, load_task(cfg.task, cfg.world), n_episodes=int(cfg.n_episodes), seed=int(cfg.seed),
                            image_obs=bool(cfg.image_obs), overwrite=bool(cfg.overwrite))

@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.errors import UserError
+from robolearn.outputs import check_apart, check_writable
 from robolearn.paths import config_dir
 from robolearn.ros.params import write_parameters_file
 from robolearn.sim.world import World
@@ -98,6 +99,9 @@ def deploy(cfg: DictConfig) -> int:
     else:
         raise UserError(f"world={world.get('name')} applies to the simulated arm (graph sim or teleop_record with "
                         "robot=sim); a real arm is in the real world")
+    if "recorder_node" in nodes and cfg.output is not None:
+        check_apart({"output": cfg.output}, {"checkpoint": cfg.checkpoint, "value": cfg.value})
+        check_writable(cfg.output, "output")
     if graph in ("sim", "sim_marker", "robot"):
         if not cfg.checkpoint:
             raise UserError("give the policy: robolearn deploy checkpoint=runs/.../checkpoints/best")

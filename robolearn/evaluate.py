@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.errors import UserError
+from robolearn.outputs import check_apart, check_writable, write_text_or_keep
 from robolearn.policies.checkpoint import CheckpointError, load_policy
 from robolearn.policies.features import check_features
 from robolearn.sim.evaluation import evaluate_policy, format_results
@@ -47,6 +48,8 @@ def run_eval(cfg: DictConfig) -> dict:
             type or range (`EVAL_RULES`).
     """
     check_config(cfg, EVAL_RULES)
+    check_apart({"output_dir": cfg.output_dir}, {"checkpoint": cfg.checkpoint, "value": cfg.value})
+    check_writable(cfg.output_dir, "output_dir")  # before the rollouts: their results are never lost
     task = load_task(cfg.task, cfg.world)
     if task.env_id is None:
         raise UserError(f"task {task.name} has no simulator to evaluate in")
@@ -71,14 +74,14 @@ def run_eval(cfg: DictConfig) -> dict:
     seeds = range(cfg.seed, cfg.seed + cfg.n_episodes)
     results = evaluate_policy(policy, task.env_id, seeds, task.env_kwargs,
                               video_path=str(out / "eval.mp4") if cfg.n_video else None, n_video=cfg.n_video)
-    results.update(checkpoint=str(cfg.checkpoint), world=task.world, policy_class=type(policy).__name__,
+    results.update(checkpoint=str(cfg.checkpoint), world=task.world, world_config=task.world_config,
+                   policy_class=type(policy).__name__,
                    sampler=getattr(policy.config, "sampler", None),
                    num_inference_steps=getattr(policy.config, "num_inference_steps", None),
                    inference=getattr(policy.config, "inference", None),
                    value=None if cfg.value is None else str(cfg.value),
                    rerank=None if cfg.value is None else OmegaConf.to_container(cfg.rerank))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_results.json").write_text(json.dumps(results, indent=1))
+    write_text_or_keep(out / "eval_results.json", json.dumps(results, indent=1), "evaluation results")
     print(f"{cfg.checkpoint} in world {task.world}: {format_results(results)}")
     print(f"results: {out / 'eval_results.json'}" + (f"   video: {results['video']}" if results["video"] else ""))
     return results

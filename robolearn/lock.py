@@ -4,8 +4,12 @@ A writer of `<dir>/<name>` holds an advisory `flock` on the file `<dir>/.<name>.
 as it writes. The lock file names its holder (pid, host, command, start time) so that a second
 writer's error can say who holds it. The kernel releases a `flock` when its process dies, so the
 lock of a killed writer (SIGKILL, power loss of a local process) is stale by construction: the
-next writer takes it over and says so. The lock file itself stays (deleting it would race with a
-writer that is about to lock it); it is hidden and a few hundred bytes.
+next writer takes it over and says so (a killed writer's lock file stays until then).
+
+A clean release deletes the lock file while still holding the lock, so nothing is left beside a
+dataset, a run or an output that was never made. That is safe against a writer that opened the file
+just before it was deleted: after taking the `flock`, a writer checks that the path still names the
+file it locked (same inode) and, if not, starts again on the new file.
 """
 
 from __future__ import annotations
@@ -61,14 +65,18 @@ class WriterLock:
         if self._fd is not None:
             return self
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockError(f"{self.what} {self.path} is being written by another process "
-                            f"({_describe(holder)}); wait for it to finish or stop it") from None
+        while True:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise LockError(f"{self.what} {self.path} is being written by another process "
+                                f"({_describe(holder)}); wait for it to finish or stop it") from None
+            if _same_file(fd, self.file):
+                break
+            os.close(fd)  # its holder released and deleted it after we opened it: lock the file now there
         previous = _read_holder(fd)
         if previous and "pid" not in previous:  # not a file robolearn wrote: never truncate it
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -91,6 +99,10 @@ class WriterLock:
             return
         try:
             os.ftruncate(self._fd, 0)
+            if _same_file(self._fd, self.file):
+                os.unlink(self.file)  # under the lock: a writer waiting on this file sees it gone and retries
+        except FileNotFoundError:
+            pass
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -107,6 +119,16 @@ class WriterLock:
             self.release()
         except OSError:
             pass
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the open file `fd` (same device and inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def _read_holder(fd: int) -> dict:

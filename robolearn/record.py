@@ -15,6 +15,7 @@ from robolearn.hardware.factory import make_device, make_robot
 from robolearn.hardware.rate import Rate
 from robolearn.hardware.robot import RobotObservation
 from robolearn.hardware.teleop import CartesianMapper, KeyboardTeleop
+from robolearn.outputs import check_apart, check_writable
 
 
 def observation_row(obs: RobotObservation, t0: float) -> dict[str, np.ndarray]:
@@ -37,6 +38,8 @@ def record(cfg: DictConfig) -> Path:
     `action`. Each finished episode is committed atomically, so a crash keeps every finished one.
     """
     output = Path(cfg.output)
+    check_apart({"output": output}, {"calibration": cfg.calibration, "leader_calibration": cfg.leader_calibration})
+    check_writable(output, "output")
     try:
         robot = make_robot(cfg.robot, port=cfg.port, realtime=cfg.realtime, control_hz=cfg.rate_hz,
                            sim=OmegaConf.to_container(cfg.sim, resolve=True), calibration=cfg.calibration,

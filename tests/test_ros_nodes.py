@@ -440,3 +440,21 @@ def test_marker_graph_feeds_a_state_policy_estimated_cube_poses(tmp_path):
     assert published >= 20, out[-3000:]  # 3 s of frames at 20 Hz, most with the cube found
     commands = int(re.search(r"\[policy_node\] latency report: (\d+) commands", out).group(1))
     assert commands >= 30, out[-3000:]  # the policy had fresh cube poses throughout
+
+
+def test_colcon_build_installs_every_config_folder(monkeypatch):
+    """setup.py (the ament_python build) installs every yaml/xml of configs/, its folders read from the tree: a new
+    folder (configs/world was missed once) cannot be left out."""
+    import runpy
+
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(str(ROOT / "setup.py"))
+    installed = {str(Path(dest, Path(f).name)) for dest, files in captured["data_files"]
+                 if dest.startswith("share/robolearn/configs") for f in files}
+    tree = {str(Path("share/robolearn") / p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*")
+            if p.suffix in (".yaml", ".xml")}
+    assert installed == tree and any("/configs/world/" in f for f in installed)
