@@ -20,7 +20,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from robolearn.config_checks import Bool, Float, check_config
 from robolearn.datasets.formats.common import (
     EPISODE_TASKS_ATTR,
     SOURCE_ATTR,
@@ -31,34 +30,27 @@ from robolearn.datasets.formats.common import (
     dataset_fps,
     provenance,
 )
+from robolearn.datasets.formats.lerobot import LeRobotSource, export_lerobot
 from robolearn.datasets.formats.lerobot import (
-    ROBOLEARN_META,
-    LeRobotSource,
-    export_lerobot,
+    check_export_replaceable as lerobot_replaceable,
 )
 from robolearn.datasets.formats.robomimic import RobomimicSource
+from robolearn.datasets.formats.rosbag import RosbagSource, export_rosbag
 from robolearn.datasets.formats.rosbag import (
-    CUSTOM_DATA_KEY,
-    RosbagSource,
-    export_rosbag,
+    check_export_replaceable as rosbag_replaceable,
 )
+from robolearn.datasets.formats.schema import ExportOptions, ImportOptions, options
 from robolearn.datasets.formats.video import VideoSettings
 from robolearn.datasets.replay_buffer import ReplayBuffer, check_replaceable
 from robolearn.errors import UserError
+from robolearn.outputs import check_apart, check_writable
 from robolearn.sim.arm import JOINT_NAMES
 
 IMPORT_FORMATS = ("lerobot", "robomimic", "rosbag")
 EXPORT_FORMATS = ("lerobot", "rosbag")
-IMPORT_RULES = {"overwrite": Bool(), "lerobot.tolerance_s": Float(min=0, min_open=True),
-                "rosbag.rate_hz": Float(min=0, min_open=True), "rosbag.gap_s": Float(min=0, min_open=True),
-                "rosbag.max_age_s": Float(min=0, min_open=True)}
 BATCH_BYTES = 64 * 2**20  # episodes are written to zarr in batches of about this many bytes
-EXPORT_RULES = {"overwrite": Bool(), "fps": Float(min=0, min_open=True, optional=True)}
-
-
-def _container(cfg: DictConfig, key: str):
-    value = OmegaConf.select(cfg, key)
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+#: the options every import or export takes outside the format's schema (`ImportOptions`, `ExportOptions`)
+PATH_OPTIONS = ("format", "source", "output", "data_dir")
 
 
 def _format(cfg: DictConfig, allowed: tuple[str, ...], verb: str) -> str:
@@ -68,29 +60,29 @@ def _format(cfg: DictConfig, allowed: tuple[str, ...], verb: str) -> str:
     return str(fmt)
 
 
-def _image_size(cfg: DictConfig) -> tuple[int, int] | None:
-    size = _container(cfg, "image_size")
-    if size is None:
-        return None
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise UserError(f"image_size={size!r}: expected [height, width] in pixels, or null")
-    return int(size[0]), int(size[1])
+def _options(cfg: DictConfig, model):
+    """The command's options but the paths and the format, validated by `model` (UserError naming the option)."""
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in PATH_OPTIONS}
+    return options(model, values)
 
 
-def open_source(cfg: DictConfig):
-    """The reader of `cfg.source` in `cfg.format` (LeRobotSource, RobomimicSource or RosbagSource)."""
+def open_source(cfg: DictConfig, opts: ImportOptions | None = None):
+    """The reader of `cfg.source` in `cfg.format` (LeRobotSource, RobomimicSource or RosbagSource).
+
+    Raises:
+        UserError: an unknown format, no source, or a bad option (named). FormatError: as the reader.
+    """
     fmt = _format(cfg, IMPORT_FORMATS, "import")
     if cfg.source is None:
         raise UserError("give the dataset to import: source=PATH")
-    source = Path(cfg.source)
-    keys = _container(cfg, "keys") or {}
+    opts = opts or _options(cfg, ImportOptions)
+    source, keys, size = Path(cfg.source), opts.keys or {}, opts.image_size
     if fmt == "lerobot":
-        return LeRobotSource(source, keys, _image_size(cfg), float(cfg.lerobot.tolerance_s))
+        return LeRobotSource(source, keys, size, opts.lerobot.tolerance_s)
     if fmt == "robomimic":
-        return RobomimicSource(source, keys, _image_size(cfg))
-    r = cfg.rosbag
-    return RosbagSource(source, float(r.rate_hz), keys, _container(cfg, "rosbag.joint_names"), str(r.trigger_topic),
-                        float(r.gap_s), float(r.max_age_s), str(r.stamp), _image_size(cfg))
+        return RobomimicSource(source, keys, size)
+    r = opts.rosbag
+    return RosbagSource(source, r.rate_hz, keys, r.joint_names, r.trigger_topic, r.gap_s, r.max_age_s, r.stamp, size)
 
 
 def dataset_import(cfg: DictConfig) -> Path:
@@ -101,12 +93,19 @@ def dataset_import(cfg: DictConfig) -> Path:
         The output path.
 
     Raises:
-        UserError: a bad option (named). FormatError: as the format's reader (naming the file and what was
-        expected). FileExistsError: the output exists without overwrite=true.
+        UserError: a bad option (named, `ImportOptions`), an output that is, holds or lies inside the source, or
+            one that cannot be written (all before anything is read). FormatError: as the format's reader (naming
+            the file, the key and what was expected). FileExistsError: the output exists without overwrite=true.
+        DatasetError: overwrite=true over anything but a dataset robolearn wrote (`check_replaceable`).
     """
-    check_config(cfg, IMPORT_RULES)
-    source = open_source(cfg)
+    _format(cfg, IMPORT_FORMATS, "import")
+    if cfg.source is None:
+        raise UserError("give the dataset to import: source=PATH")
+    opts = _options(cfg, ImportOptions)
     output = Path(cfg.output or Path(cfg.data_dir) / f"{Path(cfg.source).stem}.zarr")
+    check_apart({"output": output}, {"source": cfg.source})
+    check_writable(output, "output")
+    source = open_source(cfg, opts)
     key_map = getattr(source, "key_map", None) or getattr(source, "topic_map", {})
     version = str(getattr(source, "version", "hdf5"))
     fps = getattr(source, "fps", None) or getattr(source, "rate_hz", None)
@@ -117,7 +116,7 @@ def dataset_import(cfg: DictConfig) -> Path:
     n_frames = 0
     episode_tasks = []
     try:
-        with atomic_output(output, bool(cfg.overwrite), check_replaceable) as staging:
+        with atomic_output(output, opts.overwrite, check_replaceable) as staging:
             buffer = ReplayBuffer.create(staging, attrs=attrs, lock=False)  # the output's lock covers it
             try:
                 total = getattr(source, "n_episodes", None)
@@ -154,17 +153,6 @@ def dataset_import(cfg: DictConfig) -> Path:
     return output
 
 
-def _check_export_replaceable(fmt: str):
-    """Only a LeRobot folder or a bag that robolearn exported may be replaced by overwrite=true."""
-    def check(path: Path) -> None:
-        mark = path / ROBOLEARN_META if fmt == "lerobot" else path / "metadata.yaml"
-        ours = mark.is_file() and (fmt == "lerobot" or CUSTOM_DATA_KEY in mark.read_text())
-        if path.is_symlink() or not path.is_dir() or not ours:
-            raise UserError(f"{path} is not a {fmt} export of robolearn, so overwrite=true will not replace it; "
-                            "move or delete it yourself, or choose another output=")
-    return check
-
-
 def dataset_export(cfg: DictConfig) -> Path:
     """Hydra task `robolearn dataset export` (configs/dataset_export.yaml): a robolearn dataset as a LeRobot v3.0
     dataset folder or a ROS 2 bag.
@@ -173,38 +161,44 @@ def dataset_export(cfg: DictConfig) -> Path:
         The output path.
 
     Raises:
-        UserError: a bad option (named), a missing source or output. FormatError: as the exporter.
-        FileExistsError: the output exists without overwrite=true.
+        UserError: a bad option (named, `ExportOptions`), a missing source or output, an output that is, holds or
+            lies inside the source, or one that cannot be written (all before any work). FormatError: encoder
+            settings FFmpeg refuses (before any work), as the exporter, or overwrite=true over anything but an
+            export robolearn wrote. FileExistsError: the output exists without overwrite=true.
     """
-    check_config(cfg, EXPORT_RULES)
     fmt = _format(cfg, EXPORT_FORMATS, "export")
     if cfg.source is None or cfg.output is None:
         raise UserError("give the robolearn dataset and where to write: source=PATH output=PATH")
+    opts = _options(cfg, ExportOptions)
     output = Path(cfg.output)
+    check_apart({"output": output}, {"source": cfg.source})
+    check_writable(output, "output")
+    video = VideoSettings(**opts.lerobot.video.model_dump())
     started = time.perf_counter()
     with ReplayBuffer.open(cfg.source) as buffer:
         if buffer.n_episodes == 0:
             raise UserError(f"{cfg.source} has no episodes to export")
-        fps = dataset_fps(buffer.attrs, cfg.fps)
-        with atomic_output(output, bool(cfg.overwrite), _check_export_replaceable(fmt), what=fmt,
-                           nested=fmt == "rosbag") as staging, \
+        fps = dataset_fps(buffer.attrs, opts.fps)
+        if fmt == "lerobot" and any(buffer.array(k).dtype == "uint8" and buffer.array(k).ndim == 4 for k in buffer.keys):
+            video.check(fps, "lerobot.video")  # a codec, pixel format or quality FFmpeg refuses: before any work
+        with atomic_output(output, opts.overwrite, lerobot_replaceable if fmt == "lerobot" else rosbag_replaceable,
+                           what=fmt, nested=fmt == "rosbag") as staging, \
                 tqdm(total=buffer.n_episodes, unit="episode", desc=f"export {fmt}") as bar:
             if fmt == "lerobot":
-                lr = cfg.lerobot
+                lr = opts.lerobot
                 tasks = buffer.attrs.get(TASKS_ATTR) or [lr.task or Path(cfg.source).stem]
                 episode_tasks = buffer.attrs.get(EPISODE_TASKS_ATTR)
                 if episode_tasks is not None:
                     episode_tasks = [max(int(t), 0) for t in episode_tasks]
-                video = VideoSettings(**_container(cfg, "lerobot.video"))
-                result = export_lerobot(buffer, staging, fps, _container(cfg, "keys"), tasks, episode_tasks,
-                                        lr.robot_type, video, bar.update)
+                result = export_lerobot(buffer, staging, fps, opts.keys, tasks, episode_tasks, lr.robot_type, video,
+                                        bar.update)
             else:
-                joint_names = _container(cfg, "rosbag.joint_names")
+                joint_names = opts.rosbag.joint_names
                 if joint_names is None and "joint_pos" in buffer.keys:
                     n = buffer.array("joint_pos").shape[1]
                     joint_names = list(JOINT_NAMES) if n == len(JOINT_NAMES) else [f"joint_{i}" for i in range(n)]
-                result = export_rosbag(buffer, staging, fps, joint_names or [], _container(cfg, "rosbag.episodes"),
-                                       str(cfg.rosbag.storage), progress=bar.update)
+                result = export_rosbag(buffer, staging, fps, joint_names or [], opts.rosbag.episodes,
+                                       opts.rosbag.storage, progress=bar.update)
     elapsed = time.perf_counter() - started
     frames = int(result.get("frames", 0)) or None
     print(f"exported {result['episodes']} episodes to {fmt} {output} in {elapsed:.1f} s"

@@ -23,6 +23,7 @@ as the env kwarg `world` (`load_task(section, world)`); the nominal world adds n
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,6 +58,9 @@ class Task:
     ros: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     world: str = "nominal"
+    #: the world's config as used ({name, <group>: {parameter: value or range}}; {} for the nominal world): what
+    #: results record, so a result says which values it was measured with, not only a name
+    world_config: dict = field(default_factory=dict)
     features_from_dataset: bool = False
 
     def with_world(self, world: Mapping | None) -> Task:
@@ -70,11 +74,12 @@ class Task:
         from robolearn.sim.world import World
 
         parsed = World(world)
+        config = dict(world or {})
         if parsed.is_nominal:
-            return replace(self, world=parsed.name)
+            return replace(self, world=parsed.name, world_config=config)
         if self.env_id is None or "world" not in _env_parameters(self.env_id):
             raise ValueError(f"task {self.name}: its env {self.env_id} has no world parameters; use world=nominal")
-        return replace(self, world=parsed.name, env_kwargs={**self.env_kwargs, "world": dict(world)})
+        return replace(self, world=parsed.name, world_config=config, env_kwargs={**self.env_kwargs, "world": config})
 
     def with_dataset_features(self, path) -> Task:
         """This task with its observation features read from the dataset at `path` when its config says
@@ -92,10 +97,13 @@ class Task:
             arrays = {k: buffer.array(k) for k in buffer.keys}
         if self.action_key not in arrays:
             raise ValueError(f"{path} has no `{self.action_key}` key (keys: {sorted(arrays)}); set task.action_key")
+        text = sorted(k for k, a in arrays.items() if np.dtype(a.dtype).kind not in "biuf")
+        if text:  # a foreign store's text keys (task strings, names): not observations
+            print(f"note: {path}: leaving out keys that do not hold numbers: {text}", file=sys.stderr)
         spec = {k: {"shape": list(a.shape[1:]) or [1],
                     "type": "rgb" if a.dtype == np.uint8 and len(a.shape) == 4 else "low_dim"}
-                for k, a in arrays.items()
-                if k != self.action_key and k not in NOT_OBSERVATIONS and not k.endswith("_stamp")}
+                for k, a in arrays.items() if k != self.action_key and k not in NOT_OBSERVATIONS
+                and not k.endswith("_stamp") and k not in text}
         if not spec:
             raise ValueError(f"{path} has no observation keys besides {sorted(arrays)}")
         return replace(self, obs_features=parse_features(spec), features_from_dataset=False)

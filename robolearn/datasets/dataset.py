@@ -51,8 +51,12 @@ def load_arrays(buffer: ReplayBuffer, obs_keys: list[str], other_keys: list[str]
     shape as stored, (1,) for scalars}; image_keys the camera keys among `obs_keys`.
 
     Raises:
-        DatasetError: as `ReplayBuffer.load`.
+        DatasetError: as `ReplayBuffer.load`, or a key that does not hold numbers (text in a foreign store).
     """
+    for key in [*obs_keys, *other_keys]:
+        if key in buffer.keys and np.dtype(buffer.array(key).dtype).kind not in "biuf":
+            raise DatasetError(f"{buffer.path}: `{key}` holds {buffer.array(key).dtype} values, not numbers; "
+                               "observations and actions must be numbers (leave the key out)")
     data = buffer.load([*obs_keys, *other_keys])
     obs_shapes = {k: tuple(data[k].shape[1:]) or (1,) for k in obs_keys}
     image_keys = [k for k in obs_keys if is_image(data[k])]
@@ -137,7 +141,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.data, self.obs_shapes, self.image_keys = load_arrays(buffer, self.obs_keys, [action_key])
         self.episode_ends = buffer.episode_ends
         self.path = buffer.path
-        train_mask, val_mask = recorded_split(buffer) or episode_split(buffer.n_episodes, val_ratio, seed)
+        recorded = recorded_split(buffer)
+        train_mask, val_mask = recorded or episode_split(buffer.n_episodes, val_ratio, seed)
+        if not train_mask.any():
+            why = (f"the split it records (attribute `{SPLITS_ATTR}`) puts every episode in `valid`" if recorded
+                   else f"val_ratio={val_ratio} leaves none")
+            raise DatasetError(f"{buffer.path}: no training episodes among its {buffer.n_episodes}: {why}; training "
+                               "needs at least one episode outside the validation split")
         if max_train_episodes is not None and train_mask.sum() > max_train_episodes:
             keep = np.random.default_rng(seed).choice(np.flatnonzero(train_mask), max_train_episodes, replace=False)
             train_mask = np.zeros_like(train_mask)

@@ -87,7 +87,8 @@ def dataset_info(cfg: DictConfig) -> None:
         table.add_column(col, overflow="fold")
     for key in buffer.keys:
         arr = buffer.array(key)
-        stats = key_statistics(buffer, key) if buffer.n_steps else None
+        numeric = np.dtype(arr.dtype).kind in "biuf"  # a foreign store may hold text
+        stats = key_statistics(buffer, key) if buffer.n_steps and numeric else None
         row = [key, str(tuple(arr.shape[1:])), str(arr.dtype), str(tuple(arr.chunks))]
         row += [_fmt(stats[s]) for s in ("min", "max", "mean", "std")] if stats else ["-"] * 4
         table.add_row(*row)

@@ -28,9 +28,9 @@ mismatch and a malformed `episode_ends` are `DatasetError`s naming the key and e
 
 Writers: `create` and `open(mode="a")` take an exclusive `robolearn.lock.WriterLock` on the path
 for as long as the buffer is open (`close()` releases it); a second writer gets a `LockError`
-naming the holder. `create(overwrite=True)` replaces only an existing replay buffer, by building
-the new one beside it and swapping, and never `/`, the home folder or a folder holding the
-working directory.
+naming the holder. `create(overwrite=True)` replaces only a replay buffer robolearn wrote
+(`check_replaceable`: its writer marker, nothing else inside), by building the new one beside it and
+swapping, and never `/`, the home folder or a folder holding the working directory.
 """
 
 from __future__ import annotations
@@ -50,12 +50,19 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from robolearn.lock import WriterLock
+from robolearn.outputs import (
+    WRITER_KEY,
+    is_writer_marker,
+    unexpected_entries,
+    writer_marker,
+)
 
 EPISODE_ENDS = "meta/episode_ends"
 CHECKSUMS = "meta/checksums"  # one int64 array per data key: CRC-32 of the episode's stored bytes, -1 = none
 WRITE_CONFIG = {"write_empty_chunks": True}  # every chunk exists on disk: a missing one is corruption
 DEFAULT_CHUNK_BYTES = 1 << 18  # about 256 KiB of uncompressed data per chunk
 IMAGE_CHUNK_BYTES = 1 << 19  # camera images: about 512 KiB per chunk (18 frames of 96 x 96 x 3; 1 of 640 x 480)
+ZARR_ENTRIES = ("zarr.json", "data", "meta")  # what a replay buffer folder robolearn writes holds at its top
 
 
 class DatasetError(ValueError):
@@ -143,11 +150,15 @@ class VerifyReport:
 
 
 def check_replaceable(path: Path) -> None:
-    """Refuse to replace `path` unless it is a replay buffer folder that robolearn may delete.
+    """Refuse to replace `path` unless it is a replay buffer folder that robolearn wrote and may delete: a zarr
+    group with the buffer layout, robolearn's writer marker in its attributes (`robolearn.outputs.WRITER_KEY`,
+    parsed, not searched for) and nothing else in it (no folder or file someone put inside).
 
     Raises:
         DatasetError: `path` is a symbolic link, a file, `/`, the home folder, the working
-            directory or a folder holding it, or anything that is not a replay buffer.
+            directory or a folder holding it, anything that is not a replay buffer, a replay buffer without
+            robolearn's marker (another tool's, or one written before robolearn marked its datasets), or a
+            dataset folder holding anything else.
     """
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
@@ -160,10 +171,25 @@ def check_replaceable(path: Path) -> None:
         raise DatasetError(f"{path} is a file, not a robolearn dataset folder; overwrite=true replaces only "
                            "datasets: move or delete it yourself, or choose another output=")
     try:
-        buffer_layout(zarr.open_group(path, mode="r"), path)
+        root = zarr.open_group(path, mode="r")
+        buffer_layout(root, path)
+        marker = root.attrs.get(WRITER_KEY)
     except Exception as exc:  # noqa: BLE001 - whatever zarr raises, the folder is not a replay buffer
         raise NotAReplayBufferError(f"{path} is not a robolearn dataset ({exc}), so overwrite=true will not replace "
                                     "it; move or delete it yourself, or choose another output=") from None
+    if not is_writer_marker(marker):
+        raise NotAReplayBufferError(f"{path} holds no `{WRITER_KEY}` marker of robolearn (a dataset of another tool, "
+                                    "or one written before robolearn marked its datasets), so overwrite=true will not "
+                                    "replace it; move or delete it yourself, or choose another output=")
+    extra = unexpected_entries(path, set(ZARR_ENTRIES))
+    for group in ("data", "meta"):
+        if (path / group).is_dir():
+            extra += [f"{group}/{name}" for name in unexpected_entries(path / group, {"zarr.json"}) if not
+                      (path / group / name / "zarr.json").is_file()]
+    if extra:
+        raise DatasetError(f"{path} holds {extra[:5]}, which are not part of the dataset robolearn wrote, so "
+                           "overwrite=true will not replace it (that would delete them); move them out first, or "
+                           "choose another output=")
 
 
 def default_compressor() -> BloscCodec:
@@ -190,6 +216,18 @@ def default_chunk_length(step_shape: tuple[int, ...], dtype: np.dtype, chunk_byt
     """Steps per chunk so that one chunk holds about `chunk_bytes` (default 256 KiB) (at least 1 step)."""
     step_bytes = max(1, math.prod(step_shape) * np.dtype(dtype).itemsize)
     return max(1, chunk_bytes // step_bytes)
+
+
+def key_name_problem(key: object) -> str | None:
+    """Why `key` cannot name a per-step array of a replay buffer (None when it can): a key is a non-empty text
+    without '/' or '\\' (zarr would make it a nested group), not '.'-led and not '__'-led (zarr reserves those)."""
+    if not isinstance(key, str) or not key.strip():
+        return "expected a non-empty name"
+    if "/" in key or "\\" in key:
+        return "a key name cannot hold '/' or '\\'"
+    if key.startswith((".", "__")):
+        return "a key name cannot start with '.' or '__'"
+    return None
 
 
 def first_nonfinite_step(values: np.ndarray) -> int | None:
@@ -302,8 +340,7 @@ class ReplayBuffer:
             meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0,
                               compressors=None)
             meta.create_group("checksums")
-            if attrs:
-                root.attrs.update(dict(attrs))
+            root.attrs.update({**dict(attrs or {}), WRITER_KEY: writer_marker()})
             if exists:
                 aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
                 os.rename(path, aside)
@@ -620,8 +657,9 @@ class ReplayBuffer:
                 for no compression); default Blosc-zstd (`default_compressor`, images `image_compressor`).
 
         Raises:
-            DatasetError: keys differ from the buffer's, lengths disagree, T is 0, a
-                per-step shape or dtype differs, an image is not uint8, values are NaN/inf,
+            DatasetError: keys differ from the buffer's, a key is not a valid name (`key_name_problem`),
+                lengths disagree, T is 0, a key holds no values per step (a zero-width shape such as
+                (T, 0)), a per-step shape or dtype differs, an image is not uint8, values are NaN/inf,
                 or values do not fit the stored dtype (1e300 into float32). Nothing is written then.
             PermissionError: the buffer was opened read-only.
         """
@@ -701,8 +739,14 @@ class ReplayBuffer:
             raise DatasetError(f"episode {index}: has no steps")
         out = {}
         for key, values in arrays.items():
+            problem = key_name_problem(key)
+            if problem:
+                raise DatasetError(f"episode {index}: key {key!r}: {problem}")
             if values.dtype == object or values.dtype.kind in "USV":
                 raise DatasetError(f"episode {index}: `{key}` has dtype {values.dtype}; use a numeric dtype")
+            if 0 in values.shape[1:]:
+                raise DatasetError(f"episode {index}: `{key}` has per-step shape {values.shape[1:]}, so it holds no "
+                                   "values; leave the key out (a key needs at least one value per step)")
             if values.ndim == 4 and (values.dtype != np.uint8 or values.shape[-1] not in (1, 3, 4)):
                 raise DatasetError(f"episode {index}: image `{key}` must be uint8 (T, H, W, C) with C in "
                                    f"1/3/4, got {values.dtype} {values.shape}")

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from robolearn.datasets.replay_buffer import DatasetError, ReplayBuffer
+from robolearn.datasets.replay_buffer import (
+    DatasetError,
+    ReplayBuffer,
+    key_name_problem,
+)
 from robolearn.lock import WriterLock
 
 #: dataset attribute that records where an imported dataset came from (`robolearn dataset info` shows it)
@@ -110,8 +114,8 @@ def resolve_key_map(available: list[str], default: Callable[[str], str | None],
         source: the source's path, for messages.
 
     Raises:
-        FormatError: an override names a key the source does not have (listing those it has), or two source keys
-            map to one dataset key.
+        FormatError: an override names a key the source does not have (listing those it has), a dataset key that
+            is not a valid name (`key_name_problem`), or two source keys map to one dataset key.
     """
     overrides = dict(overrides or {})
     missing = [k for k in overrides if k not in available]
@@ -123,6 +127,11 @@ def resolve_key_map(available: list[str], default: Callable[[str], str | None],
         target = overrides[key] if key in overrides else default(key)
         if target is not None:
             mapping[key] = str(target)
+    for key, target in mapping.items():
+        problem = key_name_problem(target)
+        if problem:
+            raise FormatError(f"{source}: {key} would be stored as {target!r}: {problem}; give it another name in the "
+                              "key map (keys=...)")
     targets = list(mapping.values())
     clashes = sorted({t for t in targets if targets.count(t) > 1})
     if clashes:

@@ -39,6 +39,14 @@ from robolearn.datasets.formats.common import (
     resize_frames,
     resolve_key_map,
 )
+from robolearn.datasets.formats.schema import (
+    LeRobotEpisodeV2,
+    LeRobotEpisodeV3,
+    LeRobotInfo,
+    LeRobotTask,
+    validated,
+    validated_rows,
+)
 from robolearn.datasets.formats.video import (
     VideoReader,
     VideoSettings,
@@ -46,6 +54,12 @@ from robolearn.datasets.formats.video import (
     probe,
 )
 from robolearn.datasets.replay_buffer import ReplayBuffer, is_image
+from robolearn.outputs import (
+    WRITER_KEY,
+    is_writer_marker,
+    unexpected_entries,
+    writer_marker,
+)
 
 CODEBASE_VERSION = "v3.0"
 INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -143,6 +157,20 @@ def decode_images(table: pa.Table, name: str, where: Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def _check_unique_episodes(indices: list[tuple[int, str]]) -> None:
+    """Each episode_index once across every episode table file.
+
+    Raises:
+        FormatError: naming both rows that list the same episode.
+    """
+    seen: dict[int, str] = {}
+    for index, where in indices:
+        if index in seen:
+            raise FormatError(f"{where}: `episode_index` {index} is also listed at {seen[index]}; each episode must "
+                              "be listed once (the episode table is damaged)")
+        seen[index] = where
+
+
 @dataclass
 class _Episode:
     index: int
@@ -175,16 +203,15 @@ class LeRobotSource:
         self.root = Path(root)
         if not (self.root / INFO_PATH).is_file():
             raise FormatError(f"{self.root} is not a LeRobot dataset: {self.root / INFO_PATH} is missing")
-        self.info = read_json(self.root / INFO_PATH)
-        self.version = str(self.info.get("codebase_version", "unknown"))
-        if not (self.version.startswith("v3.") or self.version in ("v2.0", "v2.1")):
-            raise FormatError(f"{self.root / INFO_PATH}: LeRobot codebase_version {self.version!r} is not supported "
+        raw = read_json(self.root / INFO_PATH)
+        version = raw.get("codebase_version", "unknown") if isinstance(raw, dict) else "unknown"
+        if not (isinstance(version, str) and (version.startswith("v3.") or version in ("v2.0", "v2.1"))):
+            raise FormatError(f"{self.root / INFO_PATH}: LeRobot codebase_version {version!r} is not supported "
                               "(robolearn reads v2.0, v2.1 and v3.x; convert older datasets with LeRobot first)")
-        missing = [k for k in ("fps", "features") if k not in self.info]
-        if missing:
-            raise FormatError(f"{self.root / INFO_PATH} has no {missing}; a LeRobot info.json records both")
-        self.fps = float(self.info["fps"])
-        self.features = dict(self.info["features"])
+        self.info = validated(LeRobotInfo, raw, str(self.root / INFO_PATH))
+        self.version = self.info.codebase_version
+        self.fps = float(self.info.fps)
+        self.features = {name: feature.model_dump() for name, feature in self.info.features.items()}
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self.tolerance_s = float(tolerance_s)
         meta_path = self.root / ROBOLEARN_META
@@ -209,50 +236,51 @@ class LeRobotSource:
         return self._read_meta_v2()
 
     def _read_meta_v3(self) -> tuple[list[str], list[_Episode]]:
-        tasks_table = read_table(self.root / "meta/tasks.parquet")
+        tasks_path = self.root / "meta/tasks.parquet"
+        tasks_table = read_table(tasks_path)
         names = [c for c in tasks_table.column_names if c != "task_index"]
         if "task_index" not in tasks_table.column_names or not names:
-            raise FormatError(f"{self.root / 'meta/tasks.parquet'}: expected the task strings and a task_index column")
-        order = np.argsort(tasks_table.column("task_index").to_numpy())
-        tasks = [str(tasks_table.column(names[0])[int(i)]) for i in order]
+            raise FormatError(f"{tasks_path}: expected the task strings and a task_index column")
+        task_rows = [{"task_index": index, "task": text} for index, text in
+                     zip(tasks_table.column("task_index").to_pylist(), tasks_table.column(names[0]).to_pylist())]
+        tasks = [t.task for t in sorted(validated_rows(LeRobotTask, task_rows, str(tasks_path), unique="task_index"),
+                                        key=lambda t: t.task_index)]
         files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
         if not files:
             raise FormatError(f"{self.root / 'meta/episodes'} holds no episode table (chunk-*/file-*.parquet)")
-        rows = [row for f in files for row in read_table(f).to_pylist()]
-        rows.sort(key=lambda r: r["episode_index"])
-        data_template = self.info.get("data_path", DATA_PATH)
-        video_template = self.info.get("video_path") or VIDEO_PATH
+        rows = [(f, i, row) for f in files for i, row in enumerate(read_table(f).to_pylist())]
+        checked = [(validated(LeRobotEpisodeV3, row, f"{f}: row {i}"), f"{f}: row {i}") for f, i, row in rows]
+        _check_unique_episodes([(row.episode_index, where) for row, where in checked])
+        data_template = self.info.data_path or DATA_PATH
+        video_template = self.info.video_path or VIDEO_PATH
         episodes = []
-        for row in rows:
-            data_file = self.root / data_template.format(chunk_index=row["data/chunk_index"],
-                                                         file_index=row["data/file_index"])
+        for row, where in sorted(checked, key=lambda item: item[0].episode_index):
+            data_file = self.root / data_template.format(chunk_index=row.data_chunk_index,
+                                                         file_index=row.data_file_index)
             videos = {}
             for name in self._video_features():
-                try:
-                    path = self.root / video_template.format(video_key=name, chunk_index=row[f"videos/{name}/chunk_index"],
-                                                             file_index=row[f"videos/{name}/file_index"])
-                    videos[name] = (path, float(row[f"videos/{name}/from_timestamp"]),
-                                    float(row[f"videos/{name}/to_timestamp"]))
-                except KeyError as exc:
-                    raise FormatError(f"{files[0].parent.parent}: the episode table has no column {exc} for camera "
-                                      f"{name}") from None
-            episodes.append(_Episode(int(row["episode_index"]), int(row["length"]), list(row.get("tasks") or []),
-                                     data_file, videos))
+                ref = row.video(name, where)
+                path = self.root / video_template.format(video_key=name, chunk_index=ref.chunk_index,
+                                                         file_index=ref.file_index)
+                videos[name] = (path, ref.from_timestamp, ref.to_timestamp)
+            episodes.append(_Episode(row.episode_index, row.length, list(row.tasks or []), data_file, videos))
         self._check_total(episodes)
         return tasks, episodes
 
     def _read_meta_v2(self) -> tuple[list[str], list[_Episode]]:
-        tasks_by_index = {int(r["task_index"]): str(r["task"]) for r in self._jsonl("meta/tasks.jsonl")}
-        tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
-        chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
+        task_rows = validated_rows(LeRobotTask, self._jsonl("meta/tasks.jsonl"), str(self.root / "meta/tasks.jsonl"),
+                                   unique="task_index")
+        tasks = [t.task for t in sorted(task_rows, key=lambda t: t.task_index)]
+        chunks_size = self.info.chunks_size or CHUNKS_SIZE
+        where = str(self.root / "meta/episodes.jsonl")
+        rows = validated_rows(LeRobotEpisodeV2, self._jsonl("meta/episodes.jsonl"), where, unique="episode_index")
         episodes = []
-        for row in sorted(self._jsonl("meta/episodes.jsonl"), key=lambda r: r["episode_index"]):
-            index = int(row["episode_index"])
-            fields = {"episode_chunk": index // chunks_size, "episode_index": index}
-            videos = {name: (self.root / self.info["video_path"].format(video_key=name, **fields), 0.0, np.inf)
+        for row in sorted(rows, key=lambda r: r.episode_index):
+            fields = {"episode_chunk": row.episode_index // chunks_size, "episode_index": row.episode_index}
+            videos = {name: (self.root / self.info.video_path.format(video_key=name, **fields), 0.0, np.inf)
                       for name in self._video_features()}
-            episodes.append(_Episode(index, int(row["length"]), list(row.get("tasks") or []),
-                                     self.root / self.info["data_path"].format(**fields), videos))
+            episodes.append(_Episode(row.episode_index, row.length, list(row.tasks or []),
+                                     self.root / self.info.data_path.format(**fields), videos))
         self._check_total(episodes)
         return tasks, episodes
 
@@ -266,7 +294,7 @@ class LeRobotSource:
             raise FormatError(f"{path} is not JSON lines ({exc}); the file may be truncated") from None
 
     def _check_total(self, episodes: list[_Episode]) -> None:
-        total = self.info.get("total_episodes")
+        total = self.info.total_episodes
         if total is not None and total != len(episodes):
             raise FormatError(f"{self.root / INFO_PATH} says total_episodes={total}, but the episode metadata lists "
                               f"{len(episodes)}; the dataset is incomplete")
@@ -511,11 +539,35 @@ def export_lerobot(buffer: ReplayBuffer, output: Path, fps: float, keys: Mapping
         {name: {stat: value.tolist() for stat, value in s.items()} for name, s in stats.items()}, indent=4))
     (output / ROBOLEARN_META).write_text(json.dumps(
         {"keys": {name: key for key, name in key_map.items()},
-         "shapes": {key: list(first[key].shape[1:]) for key in key_map}}, indent=2))
+         "shapes": {key: list(first[key].shape[1:]) for key in key_map}, WRITER_KEY: writer_marker()}, indent=2))
     for part, pattern in (("data", "data"), ("videos", "videos")):
         sizes[part] = sum(p.stat().st_size for p in (output / pattern).rglob("*") if p.is_file()) \
             if (output / pattern).exists() else 0
     return {"frames": n_frames, "episodes": buffer.n_episodes, "bytes": sizes}
+
+
+def check_export_replaceable(path: Path) -> None:
+    """Refuse to replace `path` unless it is a LeRobot folder robolearn exported: meta/robolearn.json parses and
+    carries robolearn's writer marker, and the folder holds nothing but what an export writes.
+
+    Raises:
+        FormatError: naming what is missing or extra (nothing is changed).
+    """
+    refuse = "so overwrite=true will not replace it; move or delete it yourself, or choose another output="
+    if path.is_symlink() or not path.is_dir():
+        raise FormatError(f"{path} is not a folder robolearn exported (a file or a link), {refuse}")
+    try:
+        meta = json.loads((path / ROBOLEARN_META).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not (isinstance(meta, dict) and is_writer_marker(meta.get(WRITER_KEY))):
+        raise FormatError(f"{path} is not a LeRobot export of robolearn ({ROBOLEARN_META} with robolearn's "
+                          f"`{WRITER_KEY}` marker is missing or unreadable), {refuse}")
+    extra = unexpected_entries(path, {"meta", "data", "videos"})
+    extra += [f"meta/{n}" for n in unexpected_entries(path / "meta", {"info.json", "stats.json", "tasks.parquet",
+                                                                        "episodes", "robolearn.json"})]
+    if extra:
+        raise FormatError(f"{path} holds {extra[:5]}, which a robolearn export does not write, {refuse}")
 
 
 def _next_file(current: tuple[int, int]) -> tuple[int, int]:

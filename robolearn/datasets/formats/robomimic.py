@@ -27,6 +27,7 @@ from robolearn.datasets.formats.common import (
     resize_frames,
     resolve_key_map,
 )
+from robolearn.datasets.formats.schema import RobomimicDemo, RobomimicEnvArgs, validated
 from robolearn.datasets.replay_buffer import is_image
 
 
@@ -34,7 +35,7 @@ def default_key(name: str) -> str | None:
     """robolearn's name for a robomimic array: obs/<k> -> k, actions -> action, rewards -> reward,
     dones -> done, states -> sim_state; next_obs/* is left out."""
     if name.startswith("obs/"):
-        return name.removeprefix("obs/")
+        return name.removeprefix("obs/").replace("/", "_")
     return {"actions": "action", "rewards": "reward", "dones": "done", "states": "sim_state"}.get(name)
 
 
@@ -51,9 +52,10 @@ class RobomimicSource:
         n_episodes, n_frames.
 
     Raises:
-        FormatError: not an HDF5 file or truncated, no `data` group, demos with different keys, a demo whose
-            arrays disagree in length or whose num_samples differs, a mask naming a missing demo, a key map naming a
-            missing array.
+        FormatError: not an HDF5 file or truncated, no `data` group, a demo that is not a group, a scalar array,
+            demos with different keys, a demo whose arrays disagree in length or whose num_samples differs or is not
+            a positive integer, `env_args` that is not a JSON object, a mask that is not a 1-D array of demo names or
+            names a missing demo, a key map naming a missing array.
     """
 
     def __init__(self, path: str | os.PathLike, keys: Mapping[str, str | None] | None = None,
@@ -67,19 +69,49 @@ class RobomimicSource:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise FormatError(f"{self.path} is not a readable HDF5 file, or it is truncated ({exc})") from None
-        if "data" not in self._file:
+        try:
+            self._read_layout(keys)
+        except BaseException:
             self.close()
+            raise
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+
+    def _read_layout(self, keys: Mapping[str, str | None] | None) -> None:
+        """The demos, their attributes, the key map, env_args and the masks, each validated (`schema`)."""
+        import h5py
+
+        data = self._file.get("data")
+        if not isinstance(data, h5py.Group):
             raise FormatError(f"{self.path}: no `data` group; a robomimic file keeps its demos in data/demo_N")
-        data = self._file["data"]
         self.demos = sorted((k for k in data if k.startswith("demo_")), key=_demo_number)
         if not self.demos:
-            self.close()
             raise FormatError(f"{self.path}: data/ holds no demo_N groups")
+        for demo in self.demos:
+            group = data[demo]
+            if not isinstance(group, h5py.Group):
+                raise FormatError(f"{self.path}: data/{demo} is a {type(group).__name__}, not a group of arrays")
+            validated(RobomimicDemo, dict(group.attrs), f"{self.path}: data/{demo} attributes")
+            for name in self._array_names(demo):
+                if group[name].ndim == 0:
+                    raise FormatError(f"{self.path}: data/{demo}/{name} is a scalar; robomimic arrays have one row "
+                                      "per step (T, ...)")
         self.arrays = self._array_names(self.demos[0])
-        self.key_map = resolve_key_map(self.arrays, default_key, keys, str(self.path))
-        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        first = data[self.demos[0]]
+        storable = {n for n in self.arrays if first[n].dtype.kind in "biuf" and 0 not in first[n].shape[1:]}
+        # text and zero-width arrays are left out by default (a replay buffer stores neither); keys= may still name
+        # them, and the writer then refuses them with its reason
+        self.key_map = resolve_key_map(self.arrays, lambda n: default_key(n) if n in storable else None, keys,
+                                       str(self.path))
         env_args = data.attrs.get("env_args")
-        self.env_args = json.loads(env_args) if isinstance(env_args, (str, bytes)) else None
+        self.env_args = None
+        if env_args is not None:
+            where = f"{self.path}: data attribute env_args"
+            try:
+                parsed = json.loads(env_args.decode() if isinstance(env_args, bytes) else str(env_args))
+            except (ValueError, UnicodeDecodeError):
+                raise FormatError(f"{where} is not JSON (robomimic stores the environment's arguments as a JSON "
+                                  f"object), got {str(env_args)[:60]!r}") from None
+            self.env_args = validated(RobomimicEnvArgs, parsed, where).model_dump()
         self.splits = self._splits()
         self.n_episodes = len(self.demos)
         self.n_frames = int(sum(self._length(d) for d in self.demos))
@@ -97,11 +129,16 @@ class RobomimicSource:
         return len(group["actions"]) if "actions" in group else 0
 
     def _splits(self) -> dict[str, list[int]]:
+        import h5py
+
         if "mask" not in self._file:
             return {}
         index = {name: i for i, name in enumerate(self.demos)}
         splits = {}
         for name, names in self._file["mask"].items():
+            if not isinstance(names, h5py.Dataset) or names.ndim != 1 or names.dtype.kind not in "SOU":
+                raise FormatError(f"{self.path}: mask/{name} must be a 1-D array of demo names (e.g. b'demo_0'), got "
+                                  f"{getattr(names, 'dtype', type(names).__name__)} {getattr(names, 'shape', '')}")
             demos = [n.decode() if isinstance(n, bytes) else str(n) for n in names[()]]
             missing = [d for d in demos if d not in index]
             if missing:

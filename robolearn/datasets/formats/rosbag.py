@@ -34,7 +34,14 @@ import numpy as np
 import yaml
 
 from robolearn.datasets.formats.common import FormatError, resize_frames
+from robolearn.datasets.formats.schema import BagExportMeta, validated
 from robolearn.datasets.replay_buffer import ReplayBuffer, is_image
+from robolearn.outputs import (
+    WRITER_KEY,
+    is_writer_marker,
+    unexpected_entries,
+    writer_marker,
+)
 
 TRIGGER_TOPIC = "/recorder/trigger"
 CUSTOM_DATA_KEY = "robolearn"
@@ -76,6 +83,7 @@ def default_topic_key(topic: str, msgtype: str) -> str | None:
 @dataclass
 class _Stream:
     key: str
+    topic: str
     msgtype: str
     times: list[int]
     values: list
@@ -123,6 +131,9 @@ class RosbagSource:
         except Exception as exc:  # noqa: BLE001 - rosbags raises many types for damaged bags
             raise FormatError(f"{self.path} is not a readable ROS 2 bag ({type(exc).__name__}: {exc})") from None
         self.topic_types = {c.topic: c.msgtype for c in self._reader.connections}
+        if self.topic_types.get(trigger_topic, STRING) != STRING:
+            raise FormatError(f"{self.path}: the trigger topic {trigger_topic} carries {self.topic_types[trigger_topic]}"
+                              f", not {STRING} (start/stop/discard); name the right one with rosbag.trigger_topic=")
         self.version = f"rosbag2 ({', '.join(sorted({_storage(self.path)}))})"
         overrides = dict(topics or {})
         missing = [t for t in overrides if t not in self.topic_types]
@@ -147,9 +158,12 @@ class RosbagSource:
             return {}
         try:
             info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
-            return json.loads((info.get("custom_data") or {}).get(CUSTOM_DATA_KEY, "{}"))
-        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            custom = json.loads((info.get("custom_data") or {}).get(CUSTOM_DATA_KEY, "{}"))
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"{meta} is not a rosbag2 metadata file ({exc})") from None
+        if custom:  # written by export_rosbag: the shapes, dtypes and topic map it records are trusted only once valid
+            validated(BagExportMeta, custom, f"{meta}: custom data {CUSTOM_DATA_KEY}")
+        return custom
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _read(self) -> tuple[dict[str, _Stream], list[tuple[int, str]]]:
@@ -175,7 +189,7 @@ class RosbagSource:
                     raise FormatError(f"{self.path}: a {conn.msgtype} message on {conn.topic} at {t} ns cannot be "
                                       f"converted ({exc})") from None
                 for out_key, value in values.items():
-                    stream = streams.setdefault(out_key, _Stream(out_key, conn.msgtype, [], []))
+                    stream = streams.setdefault(out_key, _Stream(out_key, conn.topic, conn.msgtype, [], []))
                     stream.times.append(t)
                     stream.values.append(value)
         except FormatError:
@@ -186,7 +200,45 @@ class RosbagSource:
             order = np.argsort(np.asarray(stream.times), kind="stable")
             stream.times = list(np.asarray(stream.times)[order])
             stream.values = [stream.values[i] for i in order]
+            self._check_widths(stream)
         return streams, sorted(triggers)
+
+    def _check_widths(self, stream: _Stream) -> None:
+        """Every message of a key must carry values of one shape, and at least one value.
+
+        Raises:
+            FormatError: naming the topic's key, the message time and both shapes.
+        """
+        topic = stream.topic
+        shape = np.shape(stream.values[0])
+        if 0 in shape:
+            raise FormatError(f"{self.path}: {topic} ({stream.msgtype}) carries no values for `{stream.key}` "
+                              f"(shape {shape} at {stream.times[0]} ns); drop the topic with keys='{{{topic}: null}}'"
+                              " or record its values")
+        for t, value in zip(stream.times, stream.values):
+            if np.shape(value) != shape:
+                raise FormatError(f"{self.path}: {topic} ({stream.msgtype}) carries `{stream.key}` of shape "
+                                  f"{np.shape(value)} at {t} ns after {shape} before; every message of a topic must "
+                                  "carry as many values (for joint states: name the joints with rosbag.joint_names=)")
+
+    def _check_rate(self, streams: dict[str, _Stream]) -> None:
+        """rate_hz may not exceed the fastest mapped topic's own rate (median message interval): sampling faster
+        only repeats messages, and a huge rate would allocate ticks by the billion.
+
+        Raises:
+            FormatError: naming the fastest topic's rate.
+        """
+        rates = {}
+        for key, stream in streams.items():
+            gaps = np.diff(np.asarray(stream.times, dtype=np.int64))
+            gaps = gaps[gaps > 0]
+            if len(gaps):
+                rates[key] = 1e9 / float(np.median(gaps))
+        if rates and self.rate_hz > 1.01 * max(rates.values()):
+            fastest = max(rates, key=rates.get)
+            raise FormatError(f"{self.path}: rosbag.rate_hz={self.rate_hz:g} is above the rate of the fastest mapped "
+                              f"topic (`{fastest}`, {rates[fastest]:.4g} Hz); sampling faster would only repeat "
+                              f"messages: choose rosbag.rate_hz <= {rates[fastest]:.4g}")
 
     def _convert(self, msgtype: str, key: str, msg, frame_from_message) -> dict[str, np.ndarray]:
         dtypes = self.custom.get("dtypes", {})
@@ -201,8 +253,14 @@ class RosbagSource:
 
         if msgtype == JOINT_STATES:
             names = list(msg.name)
+            if names and len(names) != len(msg.position):
+                raise ValueError(f"it names {len(names)} joints but carries {len(msg.position)} positions")
             if self.joint_names is None and names:
                 self.joint_names = names
+            missing = [n for n in self.joint_names or [] if names and n not in names]
+            if missing:
+                raise ValueError(f"it has no joint(s) {missing} (it names {names}); set rosbag.joint_names= to the "
+                                 "joints it carries")
             order = [names.index(n) for n in self.joint_names] if names and self.joint_names else None
             pick = (lambda a: np.asarray(a)[order]) if order is not None else np.asarray
             out = {key: typed(key, pick(msg.position))}
@@ -211,8 +269,13 @@ class RosbagSource:
             return out
         if msgtype == TRAJECTORY:
             names = list(msg.joint_names)
+            if not len(msg.points):
+                raise ValueError("the trajectory has no points")
             positions = np.asarray(msg.points[0].positions)
             if self.joint_names and names:
+                missing = [n for n in self.joint_names if n not in names]
+                if missing:
+                    raise ValueError(f"it has no joint(s) {missing} (it names {names}); set rosbag.joint_names=")
                 positions = positions[[names.index(n) for n in self.joint_names]]
             return {key: typed(key, positions)}
         if msgtype == POSE_STAMPED:
@@ -252,6 +315,8 @@ class RosbagSource:
         streams, triggers = self._read()
         if not streams:
             raise FormatError(f"{self.path}: no messages on the mapped topics {sorted(self.topic_map)}")
+        if not self.custom:  # an export records the rate it was written at
+            self._check_rate(streams)
         period_ns = 1e9 / self.rate_hz
         keys = sorted(streams)
         order = self.custom.get("keys")
@@ -366,7 +431,8 @@ def export_rosbag(buffer: ReplayBuffer, output: Path, rate_hz: float, joint_name
         topics[topic] = key
     custom = {"rate_hz": rate_hz, "joint_names": list(joint_names), "topics": topics, "keys": keys,
               "dtypes": {k: str(v.dtype) for k, v in first.items()},
-              "shapes": {k: list(v.shape[1:]) for k, v in first.items()}, "source": str(buffer.path)}
+              "shapes": {k: list(v.shape[1:]) for k, v in first.items()}, "source": str(buffer.path),
+              WRITER_KEY: writer_marker()}
     writer = Writer(output, version=9, storage_plugin=plugins[storage])
     writer.open()
     n_messages = 0
@@ -396,6 +462,32 @@ def export_rosbag(buffer: ReplayBuffer, output: Path, rate_hz: float, joint_name
         writer.close()
     size = sum(p.stat().st_size for p in Path(output).rglob("*") if p.is_file())
     return {"episodes": len(episodes), "messages": n_messages, "bytes": size}
+
+
+def check_export_replaceable(path: Path) -> None:
+    """Refuse to replace `path` unless it is a bag robolearn exported: its metadata.yaml parses as rosbag2
+    metadata whose custom data `robolearn` is JSON carrying robolearn's writer marker (parsed: a bag that only
+    mentions robolearn, e.g. one recorded with `ros2 bag record -a` beside robolearn's nodes, is not one), and the
+    folder holds only that file and the storage files it lists.
+
+    Raises:
+        FormatError: naming what is missing or extra (nothing is changed).
+    """
+    refuse = "so overwrite=true will not replace it; move or delete it yourself, or choose another output="
+    if path.is_symlink() or not path.is_dir():
+        raise FormatError(f"{path} is not a bag folder robolearn exported (a file or a link), {refuse}")
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        custom = json.loads(info["custom_data"][CUSTOM_DATA_KEY])
+        files = {Path(f).name for f in info.get("relative_file_paths") or []}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        custom, files = None, set()
+    if not (isinstance(custom, dict) and is_writer_marker(custom.get(WRITER_KEY))):
+        raise FormatError(f"{path} is not a bag robolearn exported (its metadata.yaml has no custom data "
+                          f"`{CUSTOM_DATA_KEY}` with robolearn's `{WRITER_KEY}` marker), {refuse}")
+    extra = unexpected_entries(path, {"metadata.yaml", *files})
+    if extra:
+        raise FormatError(f"{path} holds {extra[:5]}, which the export did not write, {refuse}")
 
 
 def _image_message(types, header, frame: np.ndarray):

@@ -42,6 +42,32 @@ class VideoSettings:
             opts["preset"] = str(self.preset)
         return opts
 
+    def check(self, fps: float, name: str = "video") -> None:
+        """Open (and close) an encoder with these settings on a 16 x 16 stream, so that settings FFmpeg refuses
+        (an unknown codec or pixel format, one the codec cannot encode, a quality out of its range, a bad preset)
+        fail before any work.
+
+        Raises:
+            FormatError: naming the settings (`name`, e.g. "lerobot.video") and FFmpeg's reason.
+        """
+        settings = f"{name}.codec={self.codec} {name}.pix_fmt={self.pix_fmt} {name}.crf={self.crf} " \
+                   f"{name}.gop={self.gop}" + ("" if self.preset is None else f" {name}.preset={self.preset}")
+        try:
+            context = av.CodecContext.create(self.codec, "w")
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            raise FormatError(f"{settings}: video codec {self.codec!r} has no encoder in this FFmpeg build "
+                              "(try libx264, libsvtav1 or libx265)") from None
+        try:
+            context.width = context.height = 16
+            context.pix_fmt = self.pix_fmt
+            context.time_base = 1 / Fraction(fps).limit_denominator(1001)
+            context.framerate = Fraction(fps).limit_denominator(1001)
+            context.options = self.options()
+            context.open()
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise FormatError(f"{settings}: FFmpeg refuses these encoder settings ({exc}); e.g. "
+                              f"{name}.pix_fmt=yuv444p or yuv420p, {name}.crf in 0-51") from None
+
 
 class VideoWriter:
     """Appends RGB frames to one MP4 file at a constant rate; `n_frames` counts what was written, so the time of
