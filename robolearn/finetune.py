@@ -27,9 +27,11 @@ from tqdm import tqdm
 from robolearn.config_checks import Bool, Float, Int, check_config
 from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
+from robolearn.outputs import check_apart, check_writable
 from robolearn.policies.checkpoint import CheckpointManager, load_policy, save_policy
 from robolearn.policies.config import config_from_target
 from robolearn.policies.ema import EMA
+from robolearn.policies.features import check_features
 from robolearn.policies.train_state import TrainState
 from robolearn.rl.envs import make_chunk_vector_env
 from robolearn.rl.ppo import (
@@ -75,6 +77,8 @@ def finetune(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, FINETUNE_RULES)
+    check_apart({"run_dir": cfg.run_dir}, {"checkpoint": cfg.checkpoint, "dataset": cfg.dataset})
+    check_writable(cfg.run_dir, "run_dir")
     with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
         return _finetune(cfg, dist, device)
 
@@ -97,10 +101,19 @@ def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
     if not hasattr(agent_cfg, "make_agent"):
         raise UserError(f"policy={cfg.policy.get('name')} ({type(agent_cfg).__name__}) is not fine-tuned by "
                         "robolearn finetune (policy=dppo or policy=gaussian); robolearn train trains it")
-    resuming = checkpoints.latest is not None
-    source = checkpoints.latest or (Path(cfg.checkpoint) if cfg.checkpoint is not None else None)
+    if task.env_id is None:
+        raise UserError(f"task {task.name} has no simulator to fine-tune in (RL needs one); pass the simulated task "
+                        "the policy is for, e.g. task=lift")
+    start = checkpoints.resume_point(str(cfg.resume_from))  # read back first: a damaged one is named
+    resuming = start is not None
+    source = start or (Path(cfg.checkpoint) if cfg.checkpoint is not None else None)
     # resuming: the online weights (the average is restored below); else the pretrained policy
     policy, agent = agent_cfg.make_agent(source, resuming, task, cfg.dataset, int(cfg.seed), device)
+    try:  # before any rollout: a policy trained on other observations (an imported dataset's) is refused here
+        check_features(policy.obs_features, task.env_shapes()[0], f"task={task.name} (env {task.env_id})")
+    except ValueError as exc:
+        raise UserError(f"{source} does not fit {exc}; fine-tune a policy trained on this task's observations "
+                        "(or pass the task it was trained on: task=...)") from None
     pc = OmegaConf.merge(pc, agent_cfg.ppo_overrides())
 
     To, Ta = policy.n_obs_steps, policy.n_action_steps
@@ -116,15 +129,15 @@ def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
     start_iter, env_steps, best = 0, 0, -1.0
     if resuming:
         try:
-            counters = state.restore(*checkpoints.load_train_state(checkpoints.latest))
+            counters = state.restore(*checkpoints.load_train_state(start))
         except CheckpointError as exc:
-            raise UserError(f"cannot resume {checkpoints.latest}: {exc}") from None
+            raise UserError(f"cannot resume {start}: {exc}") from None
         scaler.restore(counters["scaler"])
         start_iter, env_steps, best = counters["iteration"], counters["env_steps"], counters["best"]
-        ema.averaged.load_state_dict(load_policy(checkpoints.latest, use_ema=True, device=device).state_dict())
+        ema.averaged.load_state_dict(load_policy(start, use_ema=True, device=device).state_dict())
         ema.step = counters["ema_step"]
         if dist.is_main:
-            print(f"resumed from {checkpoints.latest.resolve()} at iteration {start_iter}")
+            print(f"resumed from {start.resolve()} at iteration {start_iter}")
     dist.broadcast_parameters([*agent.params, *critic.parameters()])  # one starting point on every rank
     if dist.enabled:
         torch.manual_seed(int(cfg.seed) + 7919 * dist.rank)  # each rank explores with its own sampling noise
@@ -236,7 +249,8 @@ def _finetune(cfg: DictConfig, dist: Distributed, device: torch.device) -> dict:
     # the result is the last checkpoint: the running mean of every iteration's weights (`ema`); the best one
     # on the few selection seeds is tested as well (on Lift it did worse: the winner's curse, README)
     final = checkpoints.latest
-    results = {"checkpoint": str(final.resolve()), "env_steps": env_steps, "curve": history}
+    results = {"checkpoint": str(final.resolve()), "world": task.world, "world_config": task.world_config,
+               "env_steps": env_steps, "curve": history}
     test_seeds = range(ec.seed, ec.seed + ec.final_n_episodes)
     if not dist.is_main:  # join the test evaluations, which rank 0 reports
         if ec.final_n_episodes:

@@ -25,6 +25,7 @@ from robolearn.datasets.formats.common import imported_from
 from robolearn.datasets.replay_buffer import DatasetError
 from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
+from robolearn.outputs import check_apart, check_writable
 from robolearn.policies import EMA
 from robolearn.policies.checkpoint import (
     CheckpointManager,
@@ -128,6 +129,10 @@ def train(cfg: DictConfig) -> dict:
     """Hydra task `robolearn train` (configs/train.yaml). Returns the final evaluation results."""
     t_start = time.perf_counter()
     check_config(cfg, TRAIN_RULES)
+    check_apart({"run_dir": cfg.run_dir}, {"dataset": cfg.dataset})
+    check_writable(cfg.run_dir, "run_dir")
+    if not Path(cfg.dataset).exists() and cfg.collect_if_missing:
+        check_writable(cfg.dataset, "dataset")  # it will be collected
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
@@ -178,12 +183,15 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float,
         check_dataset_fits_env(data, task)
     torch.manual_seed(cfg.seed)
     checkpoints = CheckpointManager(run_dir / "checkpoints")
-    if checkpoints.latest is not None and not cfg.resume:
+    if checkpoints.has_checkpoints and not cfg.resume:
         raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
+    start = checkpoints.resume_point(str(cfg.resume_from))  # read back first: a damaged one is named
     # A resumed run keeps the normalizer it was trained with; only a new run fits one.
-    normalizer = (LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest is not None
-                  else data.fit_normalizer())
-    policy = policy_cfg.build(normalizer).to(device)
+    normalizer = LinearNormalizer.load(start / "normalizer.json") if start is not None else data.fit_normalizer()
+    try:
+        policy = policy_cfg.build(normalizer).to(device)
+    except ValueError as exc:  # e.g. cameras too small for the image encoder
+        raise UserError(f"policy={pc.get('name')}: {exc}") from None
     if not hasattr(policy, "compute_loss"):
         raise UserError(f"policy={pc.get('name')} ({type(policy).__name__}) is not trained by denoising; "
                         "robolearn finetune trains it")
@@ -200,10 +208,10 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float,
                     "training": OmegaConf.to_container(tc, resolve=True)}
 
     step, best = 0, -1.0
-    if checkpoints.latest is not None:
-        step, best = resume(checkpoints, saved_config, data, policy, ema, state, batches,
+    if start is not None:
+        step, best = resume(start, saved_config, data, policy, ema, state, batches,
                             allow_dataset_change=bool(cfg.allow_dataset_change))
-        print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
+        print(f"resumed from {start.resolve()} at step {step}")
 
     n_params = sum(p.numel() for p in params)
     if dist.is_main:
@@ -286,7 +294,8 @@ def _train(cfg: DictConfig, device: torch.device, run_dir: Path, t_start: float,
     final_policy = load_policy(final_ckpt, device=device)
     results = evaluate(final_policy, task.env_id, final_seeds, env_kwargs,
                        video_path=str(run_dir / "eval.mp4"), n_video=ec.n_video)
-    results.update(checkpoint=str(final_ckpt.resolve()), train_steps=step,
+    results.update(checkpoint=str(final_ckpt.resolve()), world=task.world, world_config=task.world_config,
+                   train_steps=step,
                    train_seconds_this_run=train_seconds, collect_seconds=t_collected - t_start)
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     writer.add_scalar("eval/final_success_rate", results["success_rate"], step)
@@ -316,9 +325,10 @@ def check_dataset_fits_env(data: SequenceDataset, task: Task) -> None:
         raise UserError(str(exc)) from None
 
 
-def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDataset, policy, ema: EMA,
+def resume(folder: Path, saved_config: dict, data: SequenceDataset, policy, ema: EMA,
            state: TrainState, batches: BatchStream, allow_dataset_change: bool = False) -> tuple[int, float]:
-    """Load the policy (every module), EMA, optimizer, scheduler, batch order and RNG state from `latest`.
+    """Load the policy (every module), EMA, optimizer, scheduler, batch order and RNG state from the checkpoint
+    `folder` (`CheckpointManager.resume_point`: `latest` unless resume_from= says otherwise).
 
     The dataset must be the one the run was trained on, compared by content (`SequenceDataset.fingerprint`:
     episodes, steps, a hash of the data), not by path. With `allow_dataset_change` a changed dataset is
@@ -328,7 +338,6 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
         UserError: another policy config, a changed dataset without `allow_dataset_change`, or a train state
             this version cannot resume.
     """
-    folder = checkpoints.latest
     saved = yaml.safe_load((folder / "config.yaml").read_text())
     previous = saved.get("train", {})
     if previous.get("policy") != saved_config["policy"]:
@@ -348,7 +357,7 @@ def resume(checkpoints: CheckpointManager, saved_config: dict, data: SequenceDat
     except ValueError as exc:
         raise UserError(f"cannot resume {folder}: {exc}") from exc
     try:
-        counters = state.restore(*checkpoints.load_train_state(folder))
+        counters = state.restore(*CheckpointManager.load_train_state(folder))
     except CheckpointError as exc:
         raise UserError(f"cannot resume {folder}: {exc}") from None
     policy.load_state_dict(load_file(folder / "model.safetensors"))

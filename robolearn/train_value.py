@@ -24,6 +24,7 @@ from robolearn.datasets.dataset import describe_fingerprint, same_dataset
 from robolearn.datasets.rewards import REWARD_CONVENTIONS
 from robolearn.distributed import Distributed, distributed_run
 from robolearn.errors import CheckpointError, UserError
+from robolearn.outputs import check_apart, check_writable
 from robolearn.policies.checkpoint import (
     CheckpointManager,
 )
@@ -62,6 +63,8 @@ def train_value(cfg: DictConfig) -> dict:
         LockError: another process is writing the run folder.
     """
     check_config(cfg, TRAIN_VALUE_RULES)
+    check_apart({"run_dir": cfg.run_dir}, {"dataset": cfg.dataset})
+    check_writable(cfg.run_dir, "run_dir")
     with distributed_run(cfg.device, cfg.run_dir) as (dist, device):  # torchrun: one process per rank
         return _train_value(cfg, dist, device)
 
@@ -77,10 +80,11 @@ def _train_value(cfg: DictConfig, dist: Distributed, device: torch.device) -> di
     tc = cfg.training
     run_dir = Path(cfg.run_dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints")
-    if checkpoints.latest is not None and not cfg.resume:
+    if checkpoints.has_checkpoints and not cfg.resume:
         raise UserError(f"{run_dir} already holds checkpoints; pass another run_name= or resume=true")
     # a resumed run keeps the normalizer it was trained with; only a new run fits one
-    normalizer = LinearNormalizer.load(checkpoints.latest / "normalizer.json") if checkpoints.latest else None
+    start = checkpoints.resume_point(str(cfg.resume_from))  # read back first: a damaged one is named
+    normalizer = LinearNormalizer.load(start / "normalizer.json") if start is not None else None
     task = load_task(cfg.task)
     data = ChunkTransitions(dataset, task.obs_keys, int(cfg.n_obs_steps), int(cfg.n_action_steps),
                             gamma=float(cfg.gamma), reward_convention=cfg.reward.convention,
@@ -108,9 +112,9 @@ def _train_value(cfg: DictConfig, dist: Distributed, device: torch.device) -> di
 
     state = TrainState(optimizers={"q": learner.optimizer}, generators={"noise": generator, "batches": sampler})
     step = 0
-    if checkpoints.latest is not None:
-        step = resume(checkpoints.latest, saved_config, q, learner, state)
-        print(f"resumed from {checkpoints.latest.resolve()} at step {step}")
+    if start is not None:
+        step = resume(start, saved_config, q, learner, state)
+        print(f"resumed from {start.resolve()} at step {step}")
 
     def save(at_step: int) -> None:
         if not dist.is_main:  # rank 0 writes the (identical) weights

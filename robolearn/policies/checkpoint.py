@@ -11,9 +11,10 @@ A checkpoint is a folder::
     ft_ema.safetensors   its weight average (what evaluation and deployment use) (fine-tuned checkpoints only)
     train_state.safetensors / train_state.json   optimizer, scheduler, step, RNG states (for resume)
 
-`CheckpointManager` writes each checkpoint into a fresh folder and then atomically repoints
-the `latest` (and `best`) symlink at it, so a crash at any moment leaves the previous
-checkpoint intact.
+`CheckpointManager` writes each checkpoint into a fresh folder, reads it back (`check_files`), and only then
+atomically repoints the `latest` (and `best`) symlink at it; the checkpoint `latest` pointed at before stays as
+`previous`, so a crash at any moment, or a `latest` damaged later (a full disk, a copy cut short), leaves an
+intact checkpoint to resume from (`resume_from=previous`).
 """
 
 from __future__ import annotations
@@ -290,16 +291,49 @@ def load_policy(folder: str | os.PathLike, use_ema: bool = True, device: str | t
     return policy.to(device).eval()
 
 
-class CheckpointManager:
-    """`latest` and best-by-success checkpoints under `root`, each swapped in atomically.
+def check_files(folder: Path) -> None:
+    """Read back every file of a checkpoint folder: each `.safetensors` file's header and coverage (a file cut
+    short fails here), each `.json` and `.yaml` file's syntax; the train state must be there.
 
-    Folders are named by step (`step_0001000`); `latest` and `best` are symlinks to them. Folders no
-    longer pointed at are removed.
+    Raises:
+        CheckpointError: naming the folder, the file and what is wrong.
+    """
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint {folder} is missing")
+    missing = [f for f in ("train_state.safetensors", "train_state.json") if not (folder / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} is missing {missing}")
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".yaml":
+                yaml.safe_load(path.read_text())
+        except (SafetensorError, OSError, ValueError, yaml.YAMLError) as exc:
+            raise CheckpointError(f"checkpoint {folder}: {path.name} is damaged or cut short "
+                                  f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+
+
+class CheckpointManager:
+    """`latest`, `previous` and best-by-success checkpoints under `root`, each swapped in atomically.
+
+    Folders are named by step (`step_0001000`); `latest`, `previous` (what `latest` was before the last save)
+    and `best` are symlinks to them. Folders no longer pointed at are removed.
     """
 
+    #: the checkpoints a run can resume from (`resume_from=`), besides a step folder's name
+    POINTS = ("latest", "previous", "best")
+
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # made by the first save
+
+    @property
+    def has_checkpoints(self) -> bool:
+        """Whether the run saved a checkpoint (its `latest` link exists, even if what it points at is damaged)."""
+        return (self.root / "latest").is_symlink()
 
     @property
     def latest(self) -> Path | None:
@@ -328,19 +362,60 @@ class CheckpointManager:
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            check_files(tmp)  # read back before it replaces anything
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
             raise
         final = self.root / name
+        before = os.readlink(self.root / "latest") if (self.root / "latest").is_symlink() else None
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync_dir(self.root)
+        if before is not None and before != name and self._intact(self.root / before):  # a damaged one goes
+            self._point("previous", before)
         self._point("latest", name)
         if is_best:
             self._point("best", name)
         self._prune()
         return final
+
+    def resume_point(self, which: str = "latest") -> Path | None:
+        """The checkpoint a run resumes from, read back first (`check_files`): `which` is "latest", "previous",
+        "best" or a step folder's name (`step_0004000`). None when the run has no checkpoint at all (a new run).
+
+        Raises:
+            CheckpointError: the chosen checkpoint is missing or damaged; the message names it, what is wrong, and
+                the intact checkpoint to resume from instead (`resume_from=...`) when there is one.
+        """
+        if not self.has_checkpoints:
+            return None
+        if which not in self.POINTS and not (which.startswith("step_") and "/" not in which):
+            raise CheckpointError(f"resume_from={which!r}: expected one of {list(self.POINTS)} or a step folder of "
+                                  f"{self.root} ({self._steps()})")
+        folder = self.root / which
+        try:
+            check_files(folder)
+        except CheckpointError as exc:
+            target = os.readlink(folder) if folder.is_symlink() else which
+            others = [p for p in ("previous", "best") if p != which and (self.root / p).is_symlink()
+                      and os.readlink(self.root / p) != target]
+            good = next((p for p in others if self._intact(self.root / p)), None)
+            hint = (f"; resume from the intact `{good}` ({os.readlink(self.root / good)}) with resume_from={good}"
+                    if good else "; no intact checkpoint is left to resume from: start a new run (another run_name=)")
+            raise CheckpointError(f"cannot resume from `{which}` ({target}): {exc}{hint}") from None
+        return folder
+
+    @staticmethod
+    def _intact(folder: Path) -> bool:
+        try:
+            check_files(folder)
+            return True
+        except CheckpointError:
+            return False
+
+    def _steps(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.name.startswith("step_"))
 
     def _point(self, link: str, target: str) -> None:
         tmp = self.root / f".{link}-{uuid.uuid4().hex[:8]}"
@@ -349,7 +424,7 @@ class CheckpointManager:
         _fsync_dir(self.root)
 
     def _prune(self) -> None:
-        keep = {os.readlink(self.root / link) for link in ("latest", "best") if (self.root / link).is_symlink()}
+        keep = {os.readlink(self.root / link) for link in self.POINTS if (self.root / link).is_symlink()}
         for path in self.root.iterdir():
             if path.name not in keep and (path.name.startswith("step_") or path.name.startswith(".tmp-")):
                 shutil.rmtree(path, ignore_errors=True)
