@@ -146,7 +146,8 @@ class ImageEncoder(nn.Module):
         image_shape: (H, W, 3) of the camera, px.
         config: an `image_encoder_config`.
     Raises:
-        ValueError: in `forward`, images of another shape or dtype (naming both shapes).
+        ValueError: at construction, a camera too small for the network's kernels and strides (naming the
+            smallest crop it takes); in `forward`, images of another shape or dtype (naming both shapes).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], config: Mapping):
@@ -154,13 +155,18 @@ class ImageEncoder(nn.Module):
         config = image_encoder_config(config)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.crop = crop_size(self.image_shape[:2], config["crop_ratio"])
-        trunk, channels = small_cnn_trunk() if config["type"] == "small_cnn" else resnet18_trunk()
+        make_trunk = small_cnn_trunk if config["type"] == "small_cnn" else resnet18_trunk
+        trunk, channels = make_trunk()
         self.trunk = trunk
         self.pool = SpatialSoftmax(channels, config["num_keypoints"])
         self.head = nn.Linear(self.pool.out_dim, config["feature_dim"])
         self.out_dim = config["feature_dim"]
-        with torch.no_grad():  # fail at construction, not at the first batch, if the crop is too small
-            self.trunk(torch.zeros(1, 3, *self.crop))
+        if not _fits(make_trunk, self.crop):  # fail at construction, not at the first batch
+            side = next((n for n in range(1, 1025) if _fits(make_trunk, (n, n))), None)
+            raise ValueError(f"camera images of {self.image_shape[0]} x {self.image_shape[1]} px (a {self.crop[0]} x "
+                             f"{self.crop[1]} crop) are too small for the {config['type']} image encoder, which needs "
+                             f"a crop of at least {side} x {side} px; record or import larger frames (image_size= "
+                             "at import resizes them)")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape or images.dtype != torch.uint8:
@@ -168,6 +174,17 @@ class ImageEncoder(nn.Module):
                              f"{images.dtype} {tuple(images.shape)}")
         x = normalize_images(crop_images(images, self.crop, random=self.training))
         return self.head(self.pool(self.trunk(x)))
+
+
+def _fits(make_trunk, size: tuple[int, int]) -> bool:
+    """Whether the trunk `make_trunk()` builds takes a (1, 3, *size) image (built and run on the meta device:
+    shapes only, no memory, no compute)."""
+    try:
+        with torch.device("meta"), torch.no_grad():
+            make_trunk()[0](torch.zeros(1, 3, *size))
+        return True
+    except RuntimeError:
+        return False
 
 
 def build_image_encoders(features: Mapping, config: Mapping | None) -> dict[str, nn.Module]:
