@@ -120,8 +120,12 @@ def write_traceback(prog: str) -> Path:
 def run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], object], args: list[str]) -> None:
     """Run `task` as a hydra app with `args` as its command line (overrides and hydra flags).
 
+    Before the task, the world section is checked (`check_world_choice`).
+
     Raises:
-        SystemExit(2): the task raised one of `USER_ERRORS`; its message is printed as one line.
+        SystemExit(2): the config could not be composed from the yaml files and `args` (`config_error`: an
+            unknown option or group option, a malformed override, a yaml file that does not parse), or the task
+            raised a user error (`is_user_error`); either is printed as one line.
         SystemExit(1): any other exception (an internal error): a one-line message and the path of
             a file holding the full traceback are printed.
     """
@@ -273,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robolearn: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     config_name, task = commands[name]
-    run_hydra_app(f"robolearn {name}", config_name, task, [quote_path_override(arg) for arg in rest])
+    if not {"-m", "--multirun"} & set(rest):  # a multirun's `output=a,b` is a sweep: hydra's to read
+        rest = [quote_path_override(arg) for arg in rest]
+    run_hydra_app(f"robolearn {name}", config_name, task, rest)
     return 0
 
 

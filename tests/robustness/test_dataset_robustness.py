@@ -94,7 +94,7 @@ def test_overwrite_replaces_a_dataset_by_swapping(tmp_path):
     with ReplayBuffer.create(path, overwrite=True) as rb:
         assert rb.n_episodes == 0
     assert ReplayBuffer.open(path).n_episodes == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.zarr.lock", "d.zarr"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr"]  # no leftovers (the lock file goes on release)
 
 
 def test_collect_cli_overwrite_of_user_folder_and_dot(tmp_path):
@@ -343,4 +343,29 @@ def test_lock_file_names_the_holder(tmp_path):
     with WriterLock(tmp_path / "x.zarr") as lock:
         record = json.loads(lock.file.read_text())
         assert record["pid"] == os.getpid() and time.strftime("%Y") in record["since"]
-    assert lock.file.read_text() == ""  # a clean release empties it: no false "stale" report
+    assert not lock.file.exists()  # a clean release removes it: nothing left beside the output, no "stale" report
+
+
+def test_lock_released_while_another_writer_opened_its_file_is_taken_again(tmp_path, monkeypatch):
+    """A writer that opened the lock file just before its holder released (and deleted) it must not end up holding
+    a lock on the deleted file (a third writer would then lock the new file too): it notices and starts again."""
+    import robolearn.lock as lock_module
+
+    first = WriterLock(tmp_path / "x.zarr").acquire()
+    stale_fd = os.open(first.file, os.O_RDWR)  # the second writer's open, racing the release
+    first.release()
+    assert not first.file.exists()
+    opens = []
+    real_open = os.open
+
+    def racing_open(path, flags, mode=0o777):
+        opens.append(path)
+        return stale_fd if len(opens) == 1 else real_open(path, flags, mode)
+
+    monkeypatch.setattr(lock_module.os, "open", racing_open)
+    second = WriterLock(tmp_path / "x.zarr").acquire()
+    monkeypatch.setattr(lock_module.os, "open", real_open)
+    assert len(opens) == 2 and second.file.exists()  # it retried on the new file
+    with pytest.raises(LockError):  # so a third writer is refused
+        WriterLock(tmp_path / "x.zarr").acquire()
+    second.release()

@@ -115,7 +115,7 @@ def resolve_key_map(available: list[str], default: Callable[[str], str | None],
 
     Raises:
         FormatError: an override names a key the source does not have (listing those it has), a dataset key that
-            is not a valid name (`key_name_problem`), or two source keys map to one dataset key.
+            is not a valid name (`key_name_problem`), two source keys map to one dataset key, or no key is mapped.
     """
     overrides = dict(overrides or {})
     missing = [k for k in overrides if k not in available]
@@ -132,6 +132,9 @@ def resolve_key_map(available: list[str], default: Callable[[str], str | None],
         if problem:
             raise FormatError(f"{source}: {key} would be stored as {target!r}: {problem}; give it another name in the "
                               "key map (keys=...)")
+    if not mapping:
+        raise FormatError(f"{source}: no key would be imported (it has {available or 'none'}); map one with "
+                          "keys='{...: name}'")
     targets = list(mapping.values())
     clashes = sorted({t for t in targets if targets.count(t) > 1})
     if clashes:
