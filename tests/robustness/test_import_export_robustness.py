@@ -344,7 +344,7 @@ def test_export_never_replaces_a_bag_that_only_mentions_robolearn(tmp_path, data
     (bag / "deploy_bag_0.mcap").write_bytes(b"recording")
     line = run("dataset", "export", "format=rosbag", f"source={dataset}", f"output={bag}", "overwrite=true",
                cwd=tmp_path).error_line
-    assert "is not a bag robolearn exported" in line
+    assert "is not a bag export of robolearn" in line
     assert (bag / "deploy_bag_0.mcap").read_bytes() == b"recording"
 
 

@@ -4,9 +4,9 @@ line; and a command that fails leaves no lock file and no empty output behind.""
 
 import numpy as np
 import pytest
+from cli_helpers import leftovers, run, run_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from cli_helpers import leftovers, run, run_process
 from ros_helpers import tiny_lift_checkpoint
 
 from robolearn.datasets import ReplayBuffer

@@ -25,6 +25,7 @@ from robolearn.datasets.replay_buffer import (
     key_name_problem,
 )
 from robolearn.lock import WriterLock
+from robolearn.outputs import WRITER_KEY, is_writer_marker
 
 #: dataset attribute that records where an imported dataset came from (`robolearn dataset info` shows it)
 SOURCE_ATTR = "source"
@@ -94,6 +95,29 @@ def atomic_output(output: str | os.PathLike, overwrite: bool, check_replaceable:
             os.rename(written, output)
         if nested:
             staging.rmdir()
+
+
+def check_own_export(path: Path, kind: str, read_marker: Callable[[Path], tuple[object, str, list[str]]]) -> None:
+    """Refuse to replace `path` unless robolearn provably wrote it: a folder (not a link or a file) whose marker,
+    as `read_marker(path)` parses it, is robolearn's (`robolearn.outputs.is_writer_marker`), holding nothing but
+    what robolearn writes there.
+
+    Args:
+        kind: what robolearn writes, for messages (e.g. "a LeRobot export").
+        read_marker: path -> (the parsed marker or None, where it was looked for, the unexpected entries).
+
+    Raises:
+        FormatError: naming what is missing or extra (nothing is changed).
+    """
+    refuse = "so overwrite=true will not replace it; move or delete it yourself, or choose another output="
+    if path.is_symlink() or not path.is_dir():
+        raise FormatError(f"{path} is not {kind} of robolearn (a file or a link), {refuse}")
+    marker, where, extra = read_marker(path)
+    if not is_writer_marker(marker):
+        raise FormatError(f"{path} is not {kind} of robolearn ({where} with robolearn's `{WRITER_KEY}` marker is "
+                          f"missing or unreadable), {refuse}")
+    if extra:
+        raise FormatError(f"{path} holds {extra[:5]}, which {kind} of robolearn does not hold, {refuse}")
 
 
 def _remove(path: Path) -> None:

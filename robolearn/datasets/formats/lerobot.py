@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from robolearn.datasets.formats.common import (
     FormatError,
+    check_own_export,
     resize_frames,
     resolve_key_map,
 )
@@ -56,7 +57,6 @@ from robolearn.datasets.formats.video import (
 from robolearn.datasets.replay_buffer import ReplayBuffer, is_image
 from robolearn.outputs import (
     WRITER_KEY,
-    is_writer_marker,
     unexpected_entries,
     writer_marker,
 )
@@ -547,27 +547,24 @@ def export_lerobot(buffer: ReplayBuffer, output: Path, fps: float, keys: Mapping
 
 
 def check_export_replaceable(path: Path) -> None:
-    """Refuse to replace `path` unless it is a LeRobot folder robolearn exported: meta/robolearn.json parses and
-    carries robolearn's writer marker, and the folder holds nothing but what an export writes.
+    """Refuse to replace `path` unless it is a LeRobot folder robolearn exported (`check_own_export`): its
+    meta/robolearn.json parses and carries robolearn's writer marker, and it holds nothing an export does not write.
 
     Raises:
         FormatError: naming what is missing or extra (nothing is changed).
     """
-    refuse = "so overwrite=true will not replace it; move or delete it yourself, or choose another output="
-    if path.is_symlink() or not path.is_dir():
-        raise FormatError(f"{path} is not a folder robolearn exported (a file or a link), {refuse}")
-    try:
-        meta = json.loads((path / ROBOLEARN_META).read_text())
-    except (OSError, ValueError):
-        meta = None
-    if not (isinstance(meta, dict) and is_writer_marker(meta.get(WRITER_KEY))):
-        raise FormatError(f"{path} is not a LeRobot export of robolearn ({ROBOLEARN_META} with robolearn's "
-                          f"`{WRITER_KEY}` marker is missing or unreadable), {refuse}")
-    extra = unexpected_entries(path, {"meta", "data", "videos"})
-    extra += [f"meta/{n}" for n in unexpected_entries(path / "meta", {"info.json", "stats.json", "tasks.parquet",
-                                                                        "episodes", "robolearn.json"})]
-    if extra:
-        raise FormatError(f"{path} holds {extra[:5]}, which a robolearn export does not write, {refuse}")
+    def read_marker(folder: Path) -> tuple[object, str, list[str]]:
+        try:
+            meta = json.loads((folder / ROBOLEARN_META).read_text())
+        except (OSError, ValueError):
+            meta = None
+        extra = unexpected_entries(folder, {"meta", "data", "videos"})
+        if (folder / "meta").is_dir():
+            extra += [f"meta/{n}" for n in unexpected_entries(folder / "meta", {"info.json", "stats.json", "episodes",
+                                                                                "tasks.parquet", "robolearn.json"})]
+        return meta.get(WRITER_KEY) if isinstance(meta, dict) else None, ROBOLEARN_META, extra
+
+    check_own_export(path, "a LeRobot export", read_marker)
 
 
 def _next_file(current: tuple[int, int]) -> tuple[int, int]:

@@ -33,12 +33,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from robolearn.datasets.formats.common import FormatError, resize_frames
+from robolearn.datasets.formats.common import (
+    FormatError,
+    check_own_export,
+    resize_frames,
+)
 from robolearn.datasets.formats.schema import BagExportMeta, validated
 from robolearn.datasets.replay_buffer import ReplayBuffer, is_image
 from robolearn.outputs import (
     WRITER_KEY,
-    is_writer_marker,
     unexpected_entries,
     writer_marker,
 )
@@ -465,29 +468,26 @@ def export_rosbag(buffer: ReplayBuffer, output: Path, rate_hz: float, joint_name
 
 
 def check_export_replaceable(path: Path) -> None:
-    """Refuse to replace `path` unless it is a bag robolearn exported: its metadata.yaml parses as rosbag2
-    metadata whose custom data `robolearn` is JSON carrying robolearn's writer marker (parsed: a bag that only
-    mentions robolearn, e.g. one recorded with `ros2 bag record -a` beside robolearn's nodes, is not one), and the
-    folder holds only that file and the storage files it lists.
+    """Refuse to replace `path` unless it is a bag robolearn exported (`check_own_export`): its metadata.yaml parses
+    as rosbag2 metadata whose custom data `robolearn` is JSON carrying robolearn's writer marker (parsed: a bag that
+    only mentions robolearn, e.g. one recorded with `ros2 bag record -a` beside robolearn's nodes, is not one), and
+    it holds only that file and the storage files it lists.
 
     Raises:
         FormatError: naming what is missing or extra (nothing is changed).
     """
-    refuse = "so overwrite=true will not replace it; move or delete it yourself, or choose another output="
-    if path.is_symlink() or not path.is_dir():
-        raise FormatError(f"{path} is not a bag folder robolearn exported (a file or a link), {refuse}")
-    try:
-        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-        custom = json.loads(info["custom_data"][CUSTOM_DATA_KEY])
-        files = {Path(f).name for f in info.get("relative_file_paths") or []}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        custom, files = None, set()
-    if not (isinstance(custom, dict) and is_writer_marker(custom.get(WRITER_KEY))):
-        raise FormatError(f"{path} is not a bag robolearn exported (its metadata.yaml has no custom data "
-                          f"`{CUSTOM_DATA_KEY}` with robolearn's `{WRITER_KEY}` marker), {refuse}")
-    extra = unexpected_entries(path, {"metadata.yaml", *files})
-    if extra:
-        raise FormatError(f"{path} holds {extra[:5]}, which the export did not write, {refuse}")
+    def read_marker(folder: Path) -> tuple[object, str, list[str]]:
+        try:
+            info = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            custom = json.loads(info["custom_data"][CUSTOM_DATA_KEY])
+            files = {Path(f).name for f in info.get("relative_file_paths") or []}
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            custom, files = None, set()
+        marker = custom.get(WRITER_KEY) if isinstance(custom, dict) else None
+        return marker, f"metadata.yaml custom data `{CUSTOM_DATA_KEY}`", unexpected_entries(folder, {"metadata.yaml",
+                                                                                                   *files})
+
+    check_own_export(path, "a bag export", read_marker)
 
 
 def _image_message(types, header, frame: np.ndarray):
